@@ -5,13 +5,22 @@ that names the argument, what was expected and what was received.
 """
 import numpy as np
 
+# float32 is what models run in; float64 is accepted so that every backward can be
+# checked against float64 finite differences through the very same kernel.
+FLOATS = (np.float32, np.float64)
 
-def check_array(name, a, ndim=None, dtype=np.float32, contiguous=True):
-    """Return `a` unchanged after checking type, dtype, rank and contiguity."""
+
+def check_array(name, a, ndim=None, dtype=FLOATS, contiguous=True):
+    """Return `a` unchanged after checking type, dtype, rank and contiguity.
+
+    `dtype` is one dtype or a tuple of accepted dtypes (default: float32/float64).
+    """
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{name}: expected a numpy array, received {type(a).__name__}")
-    if dtype is not None and a.dtype != dtype:
-        raise ValueError(f"{name}: expected dtype {np.dtype(dtype)}, received {a.dtype}")
+    accepted = dtype if isinstance(dtype, tuple) else (dtype,)
+    if dtype is not None and a.dtype not in [np.dtype(d) for d in accepted]:
+        want = " or ".join(str(np.dtype(d)) for d in accepted)
+        raise ValueError(f"{name}: expected dtype {want}, received {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, received shape {a.shape}")
     if contiguous and not a.flags.c_contiguous:
@@ -48,3 +57,12 @@ def check_probability(name, p):
     if not (0.0 <= float(p) < 1.0):
         raise ValueError(f"{name}: expected a probability in [0, 1), received {p!r}")
     return float(p)
+
+
+def check_same_dtype(**arrays):
+    """All given arrays (None skipped) share one dtype."""
+    named = [(k, v) for k, v in arrays.items() if v is not None]
+    first_name, first = named[0]
+    for k, v in named[1:]:
+        if v.dtype != first.dtype:
+            raise ValueError(f"{k}: expected dtype {first.dtype} (as {first_name}), received {v.dtype}")
