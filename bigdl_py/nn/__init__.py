@@ -1,2 +1,9 @@
 """Neural-network modules with explicit forward/backward (no autograd tape)."""
 from bigdl_py.nn.module import Module, register, from_config
+from bigdl_py.nn.containers import Sequential
+from bigdl_py.nn.graph import Add, Concat, Input, Model, Node
+from bigdl_py.nn.criterions import (BCEWithLogitsLoss, ClassNLLCriterion, Criterion, CrossEntropyLoss, L1Loss,
+                                    MSELoss, NLLLoss, SmoothL1Loss, criterion_from_config, get_criterion)
+from bigdl_py.nn.io import load_model, save_model
+from bigdl_py.nn import zoo  # also registers ZeroPad2d, so saved EfficientNet-Lite configs load
+from bigdl_py.nn.zoo import ZeroPad2d

@@ -26,6 +26,10 @@ def registered(name):
     return _REGISTRY[name]
 
 
+def _is_graph_node(x):
+    return getattr(type(x), "is_graph_node", False)
+
+
 class Module:
     """Base class of layers, containers and user-defined modules.
 
@@ -55,6 +59,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     def __call__(self, x):
+        """On arrays: forward(x). On graph nodes (one, or a list): a new graph Node."""
+        if _is_graph_node(x) or (isinstance(x, (list, tuple)) and x and all(_is_graph_node(n) for n in x)):
+            from bigdl_py.nn.graph import Node  # graph imports module, not the reverse
+            return Node(self, x)
         return self.forward(x)
 
     # ---- tree --------------------------------------------------------------------
