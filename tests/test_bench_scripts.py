@@ -1,0 +1,57 @@
+"""The kernel benchmark runs end to end and prints well-formed JSON lines."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(REPO, "scripts", "bench_kernels.py")
+
+CASE_KEYS = {"case", "op", "shape", "pass", "ours_ms", "torch_ms", "ratio", "gflops", "torch_layout"}
+SUMMARY_KEYS = {
+    "summary", "geomean_ratio_fwd_bwd", "geomean_ratio_fwd", "gemm_gflops_1thread",
+    "conv3x3_resnet20_fraction_of_gemm", "compile_cold_s", "compile_warm_s", "malloc_env", "threads",
+}
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+
+
+def run_bench(*args, timeout):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    proc = subprocess.run([sys.executable, BENCH, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_smoke_prints_one_line_per_case_and_pass_then_a_summary():
+    lines = run_bench("--smoke", timeout=180)
+    *cases, summary = lines
+    assert len(cases) == 4  # 2 cases x (fwd, fwd+bwd)
+    assert {(c["case"], c["pass"]) for c in cases} == {
+        (name, p) for name in ("smoke_conv3x3", "smoke_linear") for p in ("fwd", "fwd+bwd")
+    }
+    for c in cases:
+        assert CASE_KEYS <= c.keys(), c
+        assert c["ours_ms"] > 0 and c["torch_ms"] > 0 and c["gflops"] > 0
+        assert c["ratio"] == pytest.approx(c["ours_ms"] / c["torch_ms"], rel=1e-2)
+        if c["op"].startswith("conv2d"):
+            # torch is measured in both memory formats and the faster one is the peer
+            both = {"nchw": c["torch_nchw_ms"], "channels_last": c["torch_channels_last_ms"]}
+            assert c["torch_layout"] == min(both, key=both.get)
+            assert c["torch_ms"] == min(both.values())
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["summary"] is True and summary["failed_checks"] == []
+    assert summary["gemm_gflops_1thread"] > 0
+    # the script re-executed itself with the malloc settings, single-threaded
+    assert summary["malloc_env"] == MALLOC_TUNING
+    assert summary["threads"]["torch"] == 1 and summary["threads"]["numba"] == 1
+
+
+@pytest.mark.slow
+def test_compiled_kernels_load_from_the_disk_cache_in_under_2_seconds():
+    (summary,) = run_bench("--compile-only", timeout=900)
+    # CPU seconds: wall time on a shared machine counts other processes too
+    assert summary["compile_warm_cpu_s"] < 2.0, summary["compile_warm_by_module_s"]
+    assert summary["compile_warm_cpu_s"] < summary["compile_cold_cpu_s"]
