@@ -1,0 +1,61 @@
+"""Fully connected layer as BLAS GEMMs: y = x @ w.T + b, weight (out, in) as in PyTorch."""
+import numpy as np
+
+from ._checks import check_array, check_same_dtype, check_shape
+
+
+def _check_x_w(x, w):
+    check_array("x", x, ndim=2)
+    check_array("w", w, ndim=2)
+    check_same_dtype(x=x, w=w)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"w: expected shape (*, {x.shape[1]}) to match x's {x.shape[1]} input features, "
+            f"received {w.shape}"
+        )
+
+
+def linear_forward(x, w, b=None):
+    """y = x @ w.T + b.
+
+    Args:
+        x: inputs, float32 (or float64).
+        w: weight (out_features, in_features).
+        b: optional bias (out_features,).
+    Shape:
+        x (N, in) -> y (N, out).
+    """
+    _check_x_w(x, w)
+    y = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+    np.matmul(x, w.T, out=y)
+    if b is not None:
+        check_array("b", b, ndim=1)
+        check_shape("b", b, (w.shape[0],))
+        check_same_dtype(x=x, b=b)
+        y += b
+    return y
+
+
+def linear_backward(x, w, grad_y, need_dx=True, has_bias=True):
+    """Gradients of linear_forward.
+
+    Args:
+        x, w: the forward inputs.
+        grad_y: dL/dy, (N, out).
+        need_dx: skip the dx GEMM when False (first layer of a model).
+        has_bias: return db when True.
+    Returns:
+        (dx or None, dw, db or None); dx (N, in), dw (out, in), db (out,).
+    """
+    _check_x_w(x, w)
+    check_array("grad_y", grad_y, ndim=2)
+    check_shape("grad_y", grad_y, (x.shape[0], w.shape[0]))
+    check_same_dtype(x=x, grad_y=grad_y)
+    dx = None
+    if need_dx:
+        dx = np.empty_like(x)
+        np.matmul(grad_y, w, out=dx)
+    dw = np.empty_like(w)
+    np.matmul(grad_y.T, x, out=dw)
+    db = grad_y.sum(axis=0) if has_bias else None
+    return dx, dw, db
