@@ -1,0 +1,163 @@
+"""What the local and the distributed optimizer share: settings and bookkeeping.
+
+Both engines train the same way: a deterministic PartitionedSampler picks the
+samples, the flat gradient of each global batch is averaged over its samples, one
+optimizer update runs on the flat weights, and triggers decide when to validate,
+checkpoint and stop. Only where the gradient is summed and the update runs differs.
+"""
+import time
+
+import numpy as np
+
+from bigdl_py.optim import clipping
+from bigdl_py.optim.metrics import Loss
+from bigdl_py.optim.schedules import Constant
+from bigdl_py.optim.triggers import EveryEpoch, MaxEpoch, TrainingState
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on bad data or divergence; the message names the step."""
+
+
+class BaseOptimizer:
+    def __init__(self, model, criterion, optim_method, batch_size, end_trigger=None,
+                 learning_rate=0.01, schedule=None, seed=0):
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, received {batch_size!r}")
+        if not float(learning_rate) > 0:
+            raise ValueError(f"Invalid learning rate: {learning_rate}")
+        self.model = model
+        self.criterion = criterion
+        self.optim_method = optim_method
+        self.batch_size = int(batch_size)
+        self.end_trigger = end_trigger or MaxEpoch(1)
+        self.learning_rate = float(learning_rate)
+        self.schedule = schedule or Constant()
+        self.seed = int(seed)
+        self.validation = None
+        self.checkpoint = None
+        self.clip_norm = None
+        self.clip_value = None
+        self.log_path = None
+        self.progress = True
+        self.history = []  # one dict per iteration (also written to the training log)
+
+    # ---- configuration (chainable) ----------------------------------------------
+    def set_validation(self, x, y, metrics, trigger=None, batch_size=None):
+        """Validate on (x, y) with mergeable metrics whenever `trigger` fires."""
+        self.validation = dict(x=x, y=y, metrics=list(metrics), trigger=trigger or EveryEpoch(),
+                               batch_size=batch_size or max(self.batch_size, 256))
+        return self
+
+    def set_checkpoint(self, path, trigger=None, keep=3):
+        """Write a checkpoint under `path` whenever `trigger` fires (and at the end)."""
+        self.checkpoint = dict(path=path, trigger=trigger or EveryEpoch(), keep=keep)
+        return self
+
+    def set_gradient_clipping(self, max_norm=None, value_range=None):
+        if max_norm is not None and not max_norm > 0:
+            raise ValueError(f"max_norm: expected a positive number, received {max_norm!r}")
+        if value_range is not None and not value_range[0] < value_range[1]:
+            raise ValueError(f"value_range: expected (min, max) with min < max, received {value_range!r}")
+        self.clip_norm, self.clip_value = max_norm, value_range
+        return self
+
+    def set_training_log(self, path):
+        self.log_path = path
+        return self
+
+    def set_progress(self, enabled):
+        self.progress = bool(enabled)
+        return self
+
+    # ---- shared steps --------------------------------------------------------------
+    def lr_at(self, step, epoch):
+        return float(self.schedule(step, epoch, self.learning_rate))
+
+    def forward_seed(self, epoch, iteration, partition):
+        """Seed for dropout masks: a pure function of where we are in training."""
+        return int(np.random.SeedSequence([self.seed, epoch, iteration, partition]).generate_state(1)[0])
+
+    def clip_gradient(self, grads):
+        if self.clip_value is not None:
+            clipping.clip_by_value(grads, *self.clip_value)
+        if self.clip_norm is not None:
+            clipping.clip_by_global_norm(grads, self.clip_norm)
+
+    def meta(self, step, epoch, iteration):
+        """Counters and configs a checkpoint needs to resume exactly."""
+        return dict(step=step, epoch=epoch, iteration=iteration, seed=self.seed,
+                    batch_size=self.batch_size, learning_rate=self.learning_rate,
+                    optimizer=self.optim_method.get_config(), schedule=self.schedule.get_config())
+
+    def make_state(self, epoch, step, epoch_finished, loss, score):
+        return TrainingState(epoch=epoch, iteration=step, epoch_finished=epoch_finished, loss=loss, score=score)
+
+    def record(self, log, **entry):
+        self.history.append(entry)
+        log.write(**entry)
+
+
+def _rows(a):
+    return len(a[0]) if isinstance(a, list) else len(a)
+
+
+def _take(a, idx):
+    return [v[idx] for v in a] if isinstance(a, list) else a[idx]
+
+
+def metric_partials(model, criterion, metrics, x, y, batch_size):
+    """Mergeable partial results of each metric over (x, y), in eval mode.
+
+    Runs wherever the data is (the driver for the local engine, each executor for
+    the distributed one); the partials are small and merge exactly.
+    """
+    partials = [m.empty() for m in metrics]
+    was_training = model.training
+    model.eval()
+    try:
+        n = _rows(x)
+        for lo in range(0, n, batch_size):
+            idx = slice(lo, min(lo + batch_size, n))
+            out, yb = model.forward(_take(x, idx)), _take(y, idx)
+            for j, m in enumerate(metrics):
+                if isinstance(m, Loss):
+                    count = idx.stop - idx.start
+                    per_batch = count if criterion.reduction == "mean" else 1
+                    p = m.batch(float(criterion.forward(out, yb)) * per_batch, count)
+                else:
+                    p = m.batch(out, yb)
+                partials[j] = m.merge(partials[j], p)
+    finally:
+        model.train(was_training)
+    return partials
+
+
+def metric_results(metrics, partials_per_part):
+    """Merge per-partition partials and return {metric name: value}."""
+    out = {}
+    for j, m in enumerate(metrics):
+        merged = m.empty()
+        for parts in partials_per_part:
+            merged = m.merge(merged, parts[j])
+        out[m.name] = float(m.result(merged))
+    return out
+
+
+class Timer:
+    """Accumulates wall time of named phases."""
+
+    def __init__(self):
+        self.totals = {}
+
+    def __call__(self, name):
+        timer = self
+
+        class _Phase:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.totals[name] = timer.totals.get(name, 0.0) + time.perf_counter() - self.t0
+
+        return _Phase()

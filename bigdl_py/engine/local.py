@@ -1,0 +1,180 @@
+"""LocalOptimizer: single-process training on numpy arrays.
+
+It is the oracle for the distributed optimizer: given the same partition sizes it
+visits the same samples in the same iterations (see sampling.py) and applies the
+same optimizer update to the whole flat vector.
+"""
+import time
+
+import numpy as np
+
+from bigdl_py.engine import checkpoint as ckpt
+from bigdl_py.engine.base import BaseOptimizer, TrainingError, metric_partials, metric_results
+from bigdl_py.engine.sampling import PartitionedSampler
+from bigdl_py.engine.training_log import TrainingLog
+from bigdl_py.optim.schedules import schedules_get
+
+
+def _as_batchable(name, a):
+    if isinstance(a, (list, tuple)):
+        return [np.asarray(v) for v in a]
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name}: expected a numpy array (or a list of arrays for a multi-input model), "
+                         f"received {type(a).__name__}")
+    return a
+
+
+def take(a, idx):
+    """Rows idx of an array, or of each array of a multi-input list."""
+    return [v[idx] for v in a] if isinstance(a, list) else a[idx]
+
+
+def num_rows(a):
+    return len(a[0]) if isinstance(a, list) else len(a)
+
+
+def restore_state(path, state, stored):
+    """Copy checkpointed optimizer state into `state`, checking every array is there."""
+    for k, v in state.items():
+        if k not in stored:
+            raise ValueError(f"{path}: optimizer state {k!r} missing from the checkpoint")
+        v[:] = stored[k]
+
+
+def check_finite(name, a, step):
+    for v in a if isinstance(a, list) else [a]:
+        if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+            bad = int((~np.isfinite(v.reshape(len(v), -1))).any(axis=1).sum())
+            raise TrainingError(f"step {step}: {bad} sample(s) in the {name} batch hold NaN or Inf")
+
+
+class LocalOptimizer(BaseOptimizer):
+    """Train `model` on (x, y) in this process.
+
+    Args:
+        model: a bigdl_py.nn Module.
+        criterion: a bigdl_py.nn criterion (reduction "mean").
+        optim_method: an optimizer from bigdl_py.optim (e.g. SGD(momentum=0.9)).
+        x, y: training inputs (an array, or a list of arrays for several inputs) and targets.
+        batch_size: samples per iteration (the last batch of an epoch may be short).
+        end_trigger: when to stop (default MaxEpoch(1)).
+        learning_rate, schedule: base rate and a schedule(step, epoch, base_lr).
+        seed: sampling and dropout seed.
+        partition_sizes: order samples as the distributed engine does over partitions
+            of these sizes (x concatenated partition by partition); default one partition.
+
+    Example:
+        opt = LocalOptimizer(lenet5(), CrossEntropyLoss(), SGD(momentum=0.9),
+                             x_train, y_train, batch_size=128, learning_rate=0.05)
+        model = opt.optimize()
+    """
+
+    def __init__(self, model, criterion, optim_method, x, y, batch_size, end_trigger=None,
+                 learning_rate=0.01, schedule=None, seed=0, partition_sizes=None):
+        super().__init__(model, criterion, optim_method, batch_size, end_trigger, learning_rate, schedule, seed)
+        self.x = _as_batchable("x", x)
+        self.y = _as_batchable("y", y)
+        if num_rows(self.x) != num_rows(self.y):
+            raise ValueError(f"x and y: expected the same number of rows, received {num_rows(self.x)} and {num_rows(self.y)}")
+        sizes = partition_sizes if partition_sizes is not None else [num_rows(self.x)]
+        if sum(sizes) != num_rows(self.x):
+            raise ValueError(f"partition_sizes: expected sizes summing to {num_rows(self.x)} rows, received {list(sizes)}")
+        self.sampler = PartitionedSampler(sizes, self.batch_size, self.seed)
+
+    def optimize(self, resume_from=None):
+        """Train until the end trigger fires; returns the model.
+
+        resume_from: a checkpoint directory, or "latest" for the newest one under the
+        checkpoint path; training then continues exactly where that run stopped.
+        """
+        model, sampler = self.model, self.sampler
+        weights, grads = model.parameters_flat()
+        segments = np.array([s for _, s, _ in model.parameter_segments()] + [weights.size])
+        state = self.optim_method.init_state(weights.size)
+        step, epoch, start_iter = 0, 0, 0
+        if resume_from is not None:
+            step, epoch, start_iter = self._restore(resume_from, state)
+
+        log = TrainingLog(self.log_path)
+        model.train()
+        loss = score = None
+        done = False
+        try:
+            while not done:
+                batches = list(sampler.global_batches(epoch))
+                bar = self._progress_bar(epoch, start_iter)
+                for i in range(start_iter, sampler.iterations_per_epoch):
+                    t0 = time.perf_counter()
+                    idx = batches[i]
+                    xb, yb = take(self.x, idx), take(self.y, idx)
+                    check_finite("input", xb, step + 1)
+                    model.set_forward_seed(self.forward_seed(epoch, i, 0))
+                    grads.fill(0.0)
+                    out = model.forward(xb)
+                    try:
+                        loss = float(self.criterion.forward(out, yb))
+                    except ValueError as e:
+                        raise TrainingError(f"step {step + 1}: {e}") from None
+                    if not np.isfinite(loss):
+                        raise TrainingError(f"step {step + 1}: the loss is {loss} (training diverged); "
+                                            f"the last good checkpoint is kept")
+                    model.backward(xb, self.criterion.backward(out, yb))
+                    self.clip_gradient(grads)
+                    step += 1
+                    lr = self.lr_at(step, epoch)
+                    self.optim_method.update(weights, grads, state, lr, step, segments)
+                    epoch_finished = i == sampler.iterations_per_epoch - 1
+                    seconds = time.perf_counter() - t0
+                    entry = dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=len(idx),
+                                 samples_s=len(idx) / max(seconds, 1e-9))
+                    train_state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
+                    if self.validation and self.validation["trigger"](train_state):
+                        scores = self.validate()
+                        score = next(iter(scores.values()))
+                        entry.update(scores)
+                        train_state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
+                        if hasattr(self.schedule, "observe"):
+                            self.schedule.observe(score)
+                    self.record(log, **entry)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{entry['samples_s']:.0f}")
+                        bar.update(1)
+                    done = bool(self.end_trigger(train_state))
+                    next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
+                    if self.checkpoint and (done or self.checkpoint["trigger"](train_state)):
+                        ckpt.save(self.checkpoint["path"], self.meta(step, *next_pos), model, state,
+                                  keep=self.checkpoint["keep"])
+                    if done:
+                        break
+                if bar is not None:
+                    bar.close()
+                epoch, start_iter = (epoch + 1, 0) if not done else (epoch, start_iter)
+        finally:
+            log.close()
+        return model
+
+    def _restore(self, resume_from, state):
+        path = ckpt.latest(self.checkpoint["path"]) if resume_from == "latest" else resume_from
+        if path is None:
+            return 0, 0, 0
+        meta = ckpt.read_meta(path)
+        weights = self.model.parameters_flat()[0]
+        stored_weights, stored_state = ckpt.load_range(path, 0, weights.size)
+        restore_state(path, state, stored_state)
+        weights[:] = stored_weights
+        ckpt.load_buffers(path, self.model)
+        self.schedule = schedules_get(meta["schedule"])
+        return int(meta["step"]), int(meta["epoch"]), int(meta["iteration"])
+
+    def validate(self):
+        """Metrics over the validation set, in eval mode, merged batch by batch."""
+        v = self.validation
+        partials = metric_partials(self.model, self.criterion, v["metrics"], v["x"], v["y"], v["batch_size"])
+        return metric_results(v["metrics"], [partials])
+
+    def _progress_bar(self, epoch, start_iter):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=self.sampler.iterations_per_epoch, initial=start_iter,
+                    desc=f"epoch {epoch + 1}", leave=False, mininterval=0.5)
