@@ -1,0 +1,440 @@
+"""2-D convolution on NHWC activations with HWIO weights, forward and backward.
+
+Three paths, chosen from the shapes:
+- 1x1, stride 1, no padding: the input viewed as (N*H*W, Cin) is already the
+  im2col matrix, so the convolution is one GEMM per group with no copy.
+- depthwise (every group has one input channel): a direct numba loop vectorised
+  over the contiguous channel axis; GEMMs with K = KH*KW would be tiny.
+- everything else: im2col + GEMM, in chunks of output lines small enough that
+  the column buffer stays in cache between im2col and the GEMM that reads it.
+The column buffer is a per-thread scratch array reused across calls; arrays
+returned to callers are always fresh.
+"""
+import threading
+
+import numpy as np
+from numba import njit, uint64
+
+from ._checks import check_array, check_pair, check_positive_int, check_same_dtype, check_shape
+from .im2col import col2im, im2col
+
+# Target size of one chunk of the column buffer: fits in L2 next to the GEMM's
+# packed panels, and keeps each GEMM large enough (>= a few hundred rows).
+_CHUNK_BYTES = 1024 * 1024
+
+_scratch = threading.local()
+
+
+def _workspace(name, size, dtype):
+    """A per-thread scratch vector of `size` elements, reused across calls."""
+    bufs = _scratch.__dict__.setdefault("bufs", {})
+    key = (name, np.dtype(dtype))
+    buf = bufs.get(key)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype)
+        bufs[key] = buf
+    return buf[:size]
+
+
+class _Geometry:
+    """Validated convolution arguments and derived sizes."""
+
+    def __init__(self, x, w, stride, padding, dilation, groups):
+        check_array("x", x, ndim=4)
+        check_array("w", w, ndim=4)
+        check_same_dtype(x=x, w=w)
+        self.groups = g = check_positive_int("groups", groups)
+        self.n, self.h, self.w, self.cin = x.shape
+        self.kh, self.kw, cin_g, self.cout = w.shape
+        if 0 in x.shape[1:]:
+            raise ValueError(f"x: expected nonzero H, W and C, received shape {x.shape}")
+        if self.cin % g:
+            raise ValueError(
+                f"x: expected channels divisible by groups={g}, received shape {x.shape}"
+            )
+        if self.cout % g or self.cout == 0 or self.kh == 0 or self.kw == 0:
+            raise ValueError(
+                f"w: expected nonzero KH, KW and output channels divisible by groups={g}, "
+                f"received shape {w.shape}"
+            )
+        check_shape("w", w, (None, None, self.cin // g, None))
+        self.stride = check_pair("stride", stride, 1)
+        self.padding = check_pair("padding", padding, 0)
+        self.dilation = check_pair("dilation", dilation, 1)
+        self.oh, self.ow = _output_hw(
+            "x", (self.h, self.w), (self.kh, self.kw), self.stride, self.padding, self.dilation
+        )
+        self.pointwise = (self.kh, self.kw, self.stride, self.padding) == (1, 1, (1, 1), (0, 0))
+        self.depthwise = cin_g == 1 and g > 1
+
+    @property
+    def out_shape(self):
+        return (self.n, self.oh, self.ow, self.cout)
+
+    def window(self):
+        """The im2col/col2im geometry arguments after (cols, x, line0, line1)."""
+        return (
+            self.oh, self.ow, self.kh, self.kw, *self.stride, *self.padding, *self.dilation,
+            self.groups,
+        )
+
+
+def _output_hw(name, hw, khw, stride, padding, dilation):
+    """(OH, OW); a ValueError naming `name` when the padded input is smaller than the kernel."""
+    out = []
+    for size, k, s, p, d, axis in zip(hw, khw, stride, padding, dilation, ("height", "width")):
+        span = d * (k - 1) + 1
+        if size + 2 * p < span:
+            raise ValueError(
+                f"{name}: padded input {axis} {size} + 2*{p} is smaller than the dilated kernel "
+                f"({span}); the output would be empty"
+            )
+        out.append((size + 2 * p - span) // s + 1)
+    return tuple(out)
+
+
+def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1):
+    """Output shape (N, OH, OW, Cout) of a conv of x (N, H, W, Cin) with w (KH, KW, Cin/g, Cout)."""
+    if len(x_shape) != 4:
+        raise ValueError(f"x_shape: expected 4 dimensions (N, H, W, C), received {tuple(x_shape)}")
+    if len(w_shape) != 4:
+        raise ValueError(
+            f"w_shape: expected 4 dimensions (KH, KW, Cin/groups, Cout), received {tuple(w_shape)}"
+        )
+    oh, ow = _output_hw(
+        "x_shape", x_shape[1:3], w_shape[:2], check_pair("stride", stride, 1),
+        check_pair("padding", padding, 0), check_pair("dilation", dilation, 1),
+    )
+    return (x_shape[0], oh, ow, w_shape[3])
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
+    """y = conv(x, w) + b, optionally followed by ReLU (fused, in place).
+
+    Args:
+        x: input activations, float32 (or float64), C-contiguous.
+        w: weight, HWIO.
+        b: optional bias (Cout,).
+        stride, padding, dilation: int or (h, w) pair; padding is zeros.
+        groups: channel groups (Cin and Cout divisible by it); groups == Cin is depthwise.
+        relu: apply max(., 0) to the biased output.
+    Shape:
+        x (N, H, W, Cin), w (KH, KW, Cin/groups, Cout) -> y (N, OH, OW, Cout).
+    """
+    geo = _Geometry(x, w, stride, padding, dilation, groups)
+    if b is not None:
+        check_array("b", b, ndim=1)
+        check_shape("b", b, (geo.cout,))
+        check_same_dtype(x=x, b=b)
+    if not isinstance(relu, (bool, np.bool_)):
+        raise ValueError(f"relu: expected a bool, received {relu!r}")
+    y = np.empty(geo.out_shape, dtype=x.dtype)
+    has_bias = b is not None
+    bias = b if has_bias else np.zeros(0, x.dtype)
+    if y.size == 0:
+        return y
+    if geo.depthwise:
+        _depthwise_forward(
+            x, w, bias, y, *geo.stride, *geo.padding, *geo.dilation, has_bias, bool(relu)
+        )
+    else:
+        _gemm_conv(x, w, y, geo, bias, has_bias, bool(relu))
+    return y
+
+
+def conv2d_backward(
+    x, w, grad_y, stride=1, padding=0, dilation=1, groups=1, need_dx=True, has_bias=True
+):
+    """Gradients of conv2d_forward (taken before any fused ReLU).
+
+    Args:
+        x, w, stride, padding, dilation, groups: as given to conv2d_forward.
+        grad_y: dL/dy of the conv output (the layer applies the ReLU mask first).
+        need_dx: skip the input gradient when False (first layer of a model).
+        has_bias: return db when True.
+    Returns:
+        (dx or None, dw, db or None): dx like x, dw like w, db (Cout,).
+    """
+    geo = _Geometry(x, w, stride, padding, dilation, groups)
+    check_array("grad_y", grad_y, ndim=4)
+    check_shape("grad_y", grad_y, geo.out_shape)
+    check_same_dtype(x=x, grad_y=grad_y)
+    dy2d = grad_y.reshape(-1, geo.cout)
+    db = _column_sums(dy2d) if has_bias else None
+    dx = None
+    if need_dx:  # the col2im and depthwise paths accumulate into dx
+        dx = np.empty_like(x) if geo.pointwise and not geo.depthwise else np.zeros_like(x)
+    dw = np.zeros_like(w)
+    if grad_y.size == 0:
+        return dx, dw, db
+    if geo.depthwise:
+        _depthwise_backward(
+            x, w, grad_y, dx if need_dx else np.zeros((0, 0, 0, 0), x.dtype), dw,
+            *geo.stride, *geo.padding, *geo.dilation, need_dx,
+        )
+    else:
+        _gemm_conv_backward(x, w, grad_y, dx, dw, geo)
+    return dx, dw, db
+
+
+def _group_blocks(cols, g, n_groups):
+    """Column block of group g in a (rows, groups * k) matrix, as a strided 2-D view."""
+    rows, width = cols.shape
+    return cols.reshape(rows, n_groups, width // n_groups)[:, g, :]
+
+
+def _lines_per_chunk(geo, k, itemsize):
+    return max(1, _CHUNK_BYTES // (geo.ow * k * itemsize))
+
+
+def _gemm_conv(x, w, y, geo, bias, has_bias, relu):
+    """y = conv(x, w) (+ bias, ReLU) by im2col + GEMM, written into the preallocated y."""
+    n_groups = geo.groups
+    k_g = geo.kh * geo.kw * (geo.cin // n_groups)
+    w2d = w.reshape(k_g, geo.cout)
+    y2d = y.reshape(-1, geo.cout)
+    if geo.pointwise:
+        _grouped_matmul(x.reshape(-1, geo.cin), w2d, y2d, n_groups)
+        _bias_relu(y2d, bias, has_bias, relu)
+        return
+    lines = geo.n * geo.oh
+    per_chunk = _lines_per_chunk(geo, k_g * n_groups, x.itemsize)
+    buf = _workspace("cols", min(lines, per_chunk) * geo.ow * k_g * n_groups, x.dtype)
+    for l0 in range(0, lines, per_chunk):
+        l1 = min(lines, l0 + per_chunk)
+        rows = (l1 - l0) * geo.ow
+        cols = buf[: rows * k_g * n_groups].reshape(rows, -1)
+        im2col(x, cols, l0, l1, *geo.window())
+        y_chunk = y2d[l0 * geo.ow : l1 * geo.ow]
+        _grouped_matmul(cols, w2d, y_chunk, n_groups)
+        _bias_relu(y_chunk, bias, has_bias, relu)
+
+
+def _grouped_matmul(a, w2d, out, n_groups):
+    """out[:, group g] = a[:, group g] @ w2d[:, group g] for each group."""
+    if n_groups == 1:
+        np.matmul(a, w2d, out=out)
+        return
+    for g in range(n_groups):
+        np.matmul(
+            _group_blocks(a, g, n_groups), _group_blocks(w2d, g, n_groups),
+            out=_group_blocks(out, g, n_groups),
+        )
+
+
+def _gemm_conv_backward(x, w, grad_y, dx, dw, geo):
+    """dw (and dx unless None) of the im2col + GEMM convolution, in place."""
+    n_groups = geo.groups
+    k_g = geo.kh * geo.kw * (geo.cin // n_groups)
+    w2d = w.reshape(k_g, geo.cout)
+    dw2d = dw.reshape(k_g, geo.cout)
+    dy2d = grad_y.reshape(-1, geo.cout)
+    if geo.pointwise:
+        x2d = x.reshape(-1, geo.cin)
+        _grouped_matmul_tn(x2d, dy2d, dw2d, n_groups)
+        if dx is not None:
+            _grouped_matmul_nt(dy2d, w2d, dx.reshape(-1, geo.cin), n_groups)
+        return
+    lines = geo.n * geo.oh
+    k = k_g * n_groups
+    per_chunk = _lines_per_chunk(geo, k, x.itemsize)
+    chunk_rows = min(lines, per_chunk) * geo.ow
+    buf = _workspace("cols", chunk_rows * k, x.dtype)
+    dcol_buf = _workspace("dcols", chunk_rows * k, x.dtype) if dx is not None else None
+    partial = np.empty_like(dw2d)
+    for l0 in range(0, lines, per_chunk):
+        l1 = min(lines, l0 + per_chunk)
+        rows = (l1 - l0) * geo.ow
+        cols = buf[: rows * k].reshape(rows, k)
+        im2col(x, cols, l0, l1, *geo.window())
+        dy_chunk = dy2d[l0 * geo.ow : l1 * geo.ow]
+        _grouped_matmul_tn(cols, dy_chunk, partial, n_groups)
+        dw2d += partial
+        if dcol_buf is not None:
+            dcols = dcol_buf[: rows * k].reshape(rows, k)
+            _grouped_matmul_nt(dy_chunk, w2d, dcols, n_groups)
+            col2im(dcols, dx, l0, l1, *geo.window())
+
+
+def _grouped_matmul_tn(a, b, out, n_groups):
+    """out[:, group g] = a[:, group g].T @ b[:, group g] (weight gradient)."""
+    if n_groups == 1:
+        np.matmul(a.T, b, out=out)
+        return
+    for g in range(n_groups):
+        np.matmul(
+            _group_blocks(a, g, n_groups).T, _group_blocks(b, g, n_groups),
+            out=_group_blocks(out, g, n_groups),
+        )
+
+
+def _grouped_matmul_nt(dy, w2d, out, n_groups):
+    """out[:, group g] = dy[:, group g] @ w2d[:, group g].T (gradient of the columns)."""
+    if n_groups == 1:
+        np.matmul(dy, w2d.T, out=out)
+        return
+    for g in range(n_groups):
+        np.matmul(
+            _group_blocks(dy, g, n_groups), _group_blocks(w2d, g, n_groups).T,
+            out=_group_blocks(out, g, n_groups),
+        )
+
+
+# The numba kernels below index flat arrays with uint64 offsets: numba then skips
+# the negative-index wraparound test, which is what lets LLVM vectorise the
+# channel loops (see im2col.py).
+
+
+@njit(cache=True)
+def _bias_relu(y2d, b, has_bias, relu):
+    """y += b and/or y = max(y, 0), in place.
+
+    Rows shorter than 64 values are processed several at a time against a tiled
+    bias, so that small Cout (LeNet's 6) still gets long vector loops.
+    """
+    if not has_bias and not relu:
+        return
+    rows, cols = y2d.shape
+    yf = y2d.reshape(-1)
+    zero = yf.dtype.type(0)
+    block = max(1, 64 // cols) * cols
+    tiled = np.zeros(block, yf.dtype)
+    if has_bias:
+        for j in range(block):
+            tiled[j] = b[j % cols]
+    start = 0
+    while start < yf.size:
+        j0 = uint64(start)
+        for c in range(uint64(min(block, yf.size - start))):
+            v = yf[j0 + c] + tiled[c]
+            yf[j0 + c] = max(v, zero) if relu else v
+        start += block
+    return
+
+
+@njit(cache=True)
+def _column_sums(a):
+    """Sum over rows with a float64 accumulator (bias gradient over N*OH*OW rows).
+
+    Short rows are summed several at a time, as in _bias_relu.
+    """
+    rows, cols = a.shape
+    af = a.reshape(-1)
+    block = max(1, 64 // cols) * cols
+    acc = np.zeros(block, np.float64)
+    start = 0
+    while start < af.size:
+        j0 = uint64(start)
+        for c in range(uint64(min(block, af.size - start))):
+            acc[c] += af[j0 + c]
+        start += block
+    out = np.zeros(cols, np.float64)
+    for j in range(block):
+        out[j % cols] += acc[j]
+    return out.astype(a.dtype)
+
+
+@njit(cache=True)
+def _valid_range(off, stride, size, out_size):
+    """[lo, hi): the outputs o with 0 <= o * stride + off < size."""
+    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    hi = 0 if size - 1 - off < 0 else min(out_size, (size - 1 - off) // stride + 1)
+    return lo, max(lo, hi)
+
+
+@njit(cache=True)
+def _depthwise_forward(x, w, b, y, sh, sw, ph, pw, dh, dw, has_bias, relu):
+    """Direct depthwise conv, one output line at a time, vectorised over channels.
+
+    Output channel co reads input channel co // multiplier.
+    """
+    n_, h_, w_, c_ = x.shape
+    kh_, kw_, cout = w.shape[0], w.shape[1], w.shape[3]
+    oh_, ow_ = y.shape[1], y.shape[2]
+    mult = uint64(cout // c_)
+    uc, ucout = uint64(c_), uint64(cout)
+    xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
+    row = uint64(ow_ * cout)
+    zero = yf.dtype.type(0)
+    for n in range(n_):
+        for oh in range(oh_):
+            line = uint64((n * oh_ + oh) * ow_ * cout)
+            for ow in range(ow_):
+                o = line + uint64(ow * cout)
+                for co in range(ucout):
+                    yf[o + co] = b[co] if has_bias else zero
+            for i in range(kh_):
+                ih = oh * sh - ph + i * dh
+                if ih < 0 or ih >= h_:
+                    continue
+                for k in range(kw_):
+                    off = k * dw - pw
+                    lo, hi = _valid_range(off, sw, w_, ow_)
+                    wo = uint64((i * kw_ + k) * cout)
+                    for ow in range(lo, hi):
+                        o = line + uint64(ow * cout)
+                        xo = uint64(((n * h_ + ih) * w_ + ow * sw + off) * c_)
+                        if mult == 1:
+                            for c in range(uc):
+                                yf[o + c] += xf[xo + c] * wf[wo + c]
+                            continue
+                        for c in range(uc):
+                            xv = xf[xo + c]
+                            for m in range(mult):
+                                yf[o + c * mult + m] += xv * wf[wo + c * mult + m]
+            if relu:
+                for j in range(row):
+                    yf[line + j] = max(yf[line + j], zero)
+
+
+@njit(cache=True)
+def _depthwise_backward(x, w, dy, dx, dw, sh, sw, ph, pw, dh, dw_, need_dx):
+    """dx (if need_dx) and dw of the depthwise conv in one pass over dy.
+
+    dw is summed per image in the working dtype, then across images in float64,
+    which keeps float32 round-off small over large batches.
+    """
+    n_, h_, w_, c_ = x.shape
+    kh_, kw_, cout = w.shape[0], w.shape[1], w.shape[3]
+    oh_, ow_ = dy.shape[1], dy.shape[2]
+    mult = uint64(cout // c_)
+    uc, ucout = uint64(c_), uint64(cout)
+    xf, wf, gf, dxf = x.reshape(-1), w.reshape(-1), dy.reshape(-1), dx.reshape(-1)
+    zero = dw.dtype.type(0)
+    total = np.zeros(kh_ * kw_ * cout, np.float64)
+    part = np.empty(kh_ * kw_ * cout, dw.dtype)
+    for n in range(n_):
+        part[:] = 0
+        for oh in range(oh_):
+            line = uint64((n * oh_ + oh) * ow_ * cout)
+            for i in range(kh_):
+                ih = oh * sh - ph + i * dh
+                if ih < 0 or ih >= h_:
+                    continue
+                for k in range(kw_):
+                    off = k * dw_ - pw
+                    lo, hi = _valid_range(off, sw, w_, ow_)
+                    wo = uint64((i * kw_ + k) * cout)
+                    for ow in range(lo, hi):
+                        o = line + uint64(ow * cout)
+                        xo = uint64(((n * h_ + ih) * w_ + ow * sw + off) * c_)
+                        if mult == 1:
+                            for c in range(uc):
+                                part[wo + c] += xf[xo + c] * gf[o + c]
+                            if need_dx:
+                                for c in range(uc):
+                                    dxf[xo + c] += gf[o + c] * wf[wo + c]
+                            continue
+                        for c in range(uc):
+                            xv = xf[xo + c]
+                            s = zero
+                            for m in range(mult):
+                                q = c * mult + m
+                                part[wo + q] += xv * gf[o + q]
+                                s += gf[o + q] * wf[wo + q]
+                            if need_dx:
+                                dxf[xo + c] += s
+        total += part
+    dwf = dw.reshape(-1)
+    for j in range(total.size):
+        dwf[j] = total[j]

@@ -1,0 +1,210 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bigdl_py.kernels import conv
+from bigdl_py.kernels.conv import conv2d_backward, conv2d_forward, conv2d_output_shape
+from tests.gradcheck import numeric_grad, projection
+
+# id -> (x shape NHWC, (KH, KW), Cout, stride, padding, dilation, groups)
+CASES = {
+    "3x3_pad1": ((2, 7, 9, 4), (3, 3), 6, 1, 1, 1, 1),
+    "batch1_odd_kernel_3x2": ((1, 5, 11, 3), (3, 2), 5, 1, 0, 1, 1),
+    "stride2": ((2, 9, 8, 4), (3, 3), 4, 2, 1, 1, 1),
+    "stride_2x1_pad_0x2": ((1, 8, 7, 3), (3, 3), 5, (2, 1), (0, 2), 1, 1),
+    "dilation2": ((2, 9, 10, 3), (3, 3), 4, 1, 2, 2, 1),
+    "padding_wider_than_kernel": ((1, 4, 5, 2), (2, 2), 3, 1, 3, 1, 1),
+    "groups2": ((2, 6, 7, 4), (3, 3), 6, 1, 1, 1, 2),
+    "groups2_stride2": ((1, 7, 7, 6), (3, 3), 4, 2, 1, 1, 2),
+    "depthwise": ((2, 7, 8, 6), (3, 3), 6, 1, 1, 1, 6),
+    "depthwise_stride2_dilation2": ((1, 9, 9, 4), (3, 3), 4, 2, 2, 2, 4),
+    "depthwise_multiplier2": ((2, 6, 5, 3), (3, 3), 6, 1, 1, 1, 3),
+    "pointwise": ((2, 5, 6, 8), (1, 1), 4, 1, 0, 1, 1),
+    "pointwise_groups2": ((2, 4, 5, 6), (1, 1), 4, 1, 0, 1, 2),
+    "pointwise_stride2_pad1": ((1, 5, 6, 3), (1, 1), 4, 2, 1, 1, 1),
+    "lenet_1ch_5x5": ((3, 12, 12, 1), (5, 5), 6, 1, 0, 1, 1),
+}
+
+
+def make(case, dtype=np.float32, seed=0):
+    shape, (kh, kw), cout, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((kh, kw, shape[3] // groups, cout)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def torch_conv(x, w, b, grad_y, stride, padding, dilation, groups):
+    """Forward output and (dx, dw, db) from torch, converted to NHWC / HWIO."""
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    wt = torch.tensor(w.transpose(3, 2, 0, 1), requires_grad=True)
+    bt = None if b is None else torch.tensor(b, requires_grad=True)
+    yt = F.conv2d(xt, wt, bt, stride, padding, dilation, groups)
+    yt.backward(torch.tensor(grad_y.transpose(0, 3, 1, 2)))
+    db = None if b is None else bt.grad.numpy()
+    return (
+        yt.detach().numpy().transpose(0, 2, 3, 1),
+        (xt.grad.numpy().transpose(0, 2, 3, 1), wt.grad.numpy().transpose(2, 3, 1, 0), db),
+    )
+
+
+def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("name", CASES)
+def test_forward_and_gradients_match_torch(name, with_bias):
+    x, w, b, kw = make(CASES[name])
+    b = b if with_bias else None
+    y = conv2d_forward(x, w, b, **kw)
+    assert y.dtype == np.float32
+    grad_y = projection(y.shape, seed=1).astype(np.float32)
+    y_ref, (dx_ref, dw_ref, db_ref) = torch_conv(x, w, b, grad_y, **kw)
+    close(y, y_ref)
+    dx, dw, db = conv2d_backward(x, w, grad_y, **kw, has_bias=with_bias)
+    close(dx, dx_ref)
+    close(dw, dw_ref)
+    if with_bias:
+        close(db, db_ref)
+    else:
+        assert db is None
+
+
+@pytest.mark.parametrize("name", ["3x3_pad1", "groups2", "depthwise_multiplier2", "pointwise"])
+def test_fused_relu_is_relu_of_biased_output(name):
+    x, w, b, kw = make(CASES[name])
+    y = conv2d_forward(x, w, b, **kw)
+    y_relu = conv2d_forward(x, w, b, **kw, relu=True)
+    np.testing.assert_array_equal(y_relu, np.maximum(y, 0))
+    assert (y < 0).any()  # the case exercises the clamp
+
+
+@pytest.mark.parametrize("name", ["3x3_pad1", "depthwise", "pointwise"])
+def test_need_dx_false_skips_dx_and_keeps_dw(name):
+    x, w, b, kw = make(CASES[name])
+    grad_y = projection(conv2d_forward(x, w, b, **kw).shape, seed=1).astype(np.float32)
+    _, dw_full, _ = conv2d_backward(x, w, grad_y, **kw)
+    dx, dw, db = conv2d_backward(x, w, grad_y, **kw, need_dx=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw, dw_full)
+    np.testing.assert_allclose(db, grad_y.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name", ["3x3_pad1", "stride_2x1_pad_0x2", "groups2_stride2", "depthwise_multiplier2",
+             "pointwise_groups2", "dilation2"]
+)
+def test_gradients_match_float64_finite_differences(name):
+    shape, khw, cout, stride, padding, dilation, groups = CASES[name]
+    tiny_shape = (1, min(shape[1], 6), min(shape[2], 6), shape[3])
+    x, w, b, kw = make((tiny_shape, khw, cout, stride, padding, dilation, groups), dtype=np.float64)
+    r = projection(conv2d_forward(x, w, b, **kw).shape, seed=2)
+
+    def loss(xv, wv, bv):
+        return (r * conv2d_forward(xv, wv, bv, **kw)).sum()
+
+    dx, dw, db = conv2d_backward(x, w, r, **kw)
+    assert dx.dtype == dw.dtype == db.dtype == np.float64
+    np.testing.assert_allclose(dx, numeric_grad(lambda v: loss(v, w, b), x), atol=1e-6)
+    np.testing.assert_allclose(dw, numeric_grad(lambda v: loss(x, v, b), w), atol=1e-6)
+    np.testing.assert_allclose(db, numeric_grad(lambda v: loss(x, w, v), b), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["stride2", "dilation2", "groups2", "lenet_1ch_5x5"])
+def test_results_do_not_depend_on_chunking(name, monkeypatch):
+    x, w, b, kw = make(CASES[name], dtype=np.float64)
+    y = conv2d_forward(x, w, b, **kw, relu=True)
+    grads = conv2d_backward(x, w, projection(y.shape, seed=1), **kw)
+    monkeypatch.setattr(conv, "_CHUNK_BYTES", 1)  # one output line per chunk
+    np.testing.assert_allclose(conv2d_forward(x, w, b, **kw, relu=True), y, rtol=1e-12, atol=1e-12)
+    for got, want in zip(conv2d_backward(x, w, projection(y.shape, seed=1), **kw), grads):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["3x3_pad1", "pointwise", "depthwise"])
+def test_returned_arrays_are_fresh_not_scratch(name):
+    x, w, b, kw = make(CASES[name])
+    y1 = conv2d_forward(x, w, b, **kw)
+    keep = y1.copy()
+    grad_y = projection(y1.shape, seed=1).astype(np.float32)
+    dx1, dw1, db1 = conv2d_backward(x, w, grad_y, **kw)
+    kept = [dx1.copy(), dw1.copy(), db1.copy()]
+    y2 = conv2d_forward(2 * x, w, b, **kw)
+    dx2, dw2, db2 = conv2d_backward(2 * x, w, 3 * grad_y, **kw)
+    np.testing.assert_array_equal(y1, keep)
+    for a, k in zip((dx1, dw1, db1), kept):
+        np.testing.assert_array_equal(a, k)
+    for a, c in zip((y1, dx1, dw1, db1), (y2, dx2, dw2, db2)):
+        assert not np.shares_memory(a, c)
+
+
+def test_empty_batch_gives_empty_output_and_zero_gradients():
+    x, w, b, kw = make(CASES["3x3_pad1"])
+    x = x[:0].copy()
+    y = conv2d_forward(x, w, b, **kw)
+    assert y.shape == (0, 7, 9, 6)
+    dx, dw, db = conv2d_backward(x, w, y, **kw)
+    assert dx.shape == x.shape
+    assert not dw.any() and not db.any()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_output_shape_matches_forward(name):
+    x, w, b, kw = make(CASES[name])
+    groups = kw.pop("groups")
+    y = conv2d_forward(x, w, b, groups=groups, **kw)
+    assert conv2d_output_shape(x.shape, w.shape, **kw) == y.shape
+
+
+def bad_calls():
+    x, w, b, _ = make(CASES["3x3_pad1"])
+    gy = np.zeros((2, 7, 9, 6), np.float32)
+    fwd, bwd = conv2d_forward, conv2d_backward
+    return [
+        ("x_int", lambda: fwd(x.astype(np.int32), w, b, padding=1), "x", "dtype"),
+        ("x_float16", lambda: fwd(x.astype(np.float16), w, b, padding=1), "x", "dtype"),
+        ("w_other_float", lambda: fwd(x, w.astype(np.float64), b, padding=1), "w", "dtype"),
+        ("b_other_float", lambda: fwd(x, w, b.astype(np.float64), padding=1), "b", "dtype"),
+        ("x_3d", lambda: fwd(x[0], w, b, padding=1), "x", "dimensions"),
+        ("w_2d", lambda: fwd(x, w.reshape(-1, 6), b, padding=1), "w", "dimensions"),
+        ("x_list", lambda: fwd(x.tolist(), w, b, padding=1), "x", "numpy array"),
+        ("channel_mismatch", lambda: fwd(x[..., :3].copy(), w, b, padding=1), "w", "shape"),
+        ("x_not_contiguous", lambda: fwd(x[:, ::2], w, b, padding=1), "x", "C-contiguous"),
+        ("x_nchw_view", lambda: fwd(x.transpose(0, 3, 1, 2), w, b), "x", "C-contiguous"),
+        ("negative_padding", lambda: fwd(x, w, b, padding=-1), "padding", ">= 0"),
+        ("zero_stride", lambda: fwd(x, w, b, stride=(1, 0)), "stride", ">= 1"),
+        ("zero_dilation", lambda: fwd(x, w, b, dilation=0), "dilation", ">= 1"),
+        ("stride_triple", lambda: fwd(x, w, b, stride=(1, 1, 1)), "stride", "pair"),
+        ("groups_not_dividing_cin", lambda: fwd(x, w, b, groups=3), "x", "divisible by groups=3"),
+        ("groups_not_dividing_cout", lambda: fwd(x, w[..., :2, :5].copy(), b[:5], groups=2), "w",
+         "divisible"),
+        ("groups_zero", lambda: fwd(x, w, b, groups=0), "groups", ">= 1"),
+        ("bias_length", lambda: fwd(x, w, b[:5].copy(), padding=1), "b", "shape (6)"),
+        ("kernel_larger_than_input", lambda: fwd(x[:, :2].copy(), w, b), "x",
+         "smaller than the dilated kernel"),
+        ("relu_not_bool", lambda: fwd(x, w, b, relu="yes"), "relu", "bool"),
+        ("grad_y_shape", lambda: bwd(x, w, gy[:, :6].copy(), padding=1), "grad_y",
+         "shape (2, 7, 9, 6)"),
+        ("grad_y_dtype", lambda: bwd(x, w, gy.astype(np.float64), padding=1), "grad_y", "dtype"),
+        ("grad_y_not_contiguous", lambda: bwd(x, w, np.zeros((2, 7, 9, 12), np.float32)[..., ::2],
+                                              padding=1), "grad_y", "C-contiguous"),
+        ("backward_negative_padding", lambda: bwd(x, w, gy, padding=(1, -1)), "padding",
+         ">= 0"),
+        ("shape_of_3d", lambda: conv2d_output_shape((7, 9, 4), w.shape), "x_shape", "4 dimensions"),
+        ("shape_too_small", lambda: conv2d_output_shape((1, 2, 2, 4), w.shape), "x_shape", "smaller"),
+    ]
+
+
+BAD_CALLS = bad_calls()
+
+
+@pytest.mark.parametrize("call,name,fragment", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
+def test_bad_arguments_raise_value_error_naming_the_argument(call, name, fragment):
+    with pytest.raises(ValueError) as err:
+        call()
+    message = str(err.value)
+    assert message.startswith(f"{name}:"), message
+    assert fragment in message, message
