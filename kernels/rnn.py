@@ -242,19 +242,23 @@ def _forward_buffers(x, w_ih, w_hh, gates):
     return xt, gx, h_all, act, rec, out
 
 
+def _rows(a):
+    """(..., G, H) gate buffer as a (rows, G*H) view for BLAS; also for an empty batch."""
+    return a.reshape(-1, a.shape[-2] * a.shape[-1])
+
+
 def _recurrent_projection(h_prev, w_hh_t, rec):
     """rec = h_prev @ w_hh.T, written into the (N, G, H) buffer."""
-    np.matmul(h_prev, w_hh_t, out=rec.reshape(rec.shape[0], -1))
+    np.matmul(h_prev, w_hh_t, out=_rows(rec))
 
 
 def _gemm_grads(dg_in, dg_rec, xt, h_all, w_ih):
     """dx, dw_ih, dw_hh from the pre-activation gradients of all steps, one GEMM each."""
     t, n, i = xt.shape
-    rows = dg_in.reshape(t * n, -1)
-    rows_rec = dg_rec.reshape(t * n, -1)
+    rows, rows_rec = _rows(dg_in), _rows(dg_rec)
     dx = np.ascontiguousarray((rows @ w_ih).reshape(t, n, i).transpose(1, 0, 2))
     dw_ih = rows.T @ xt.reshape(t * n, i)
-    dw_hh = rows_rec.T @ h_all[:t].reshape(t * n, -1)
+    dw_hh = rows_rec.T @ h_all[:t].reshape(t * n, h_all.shape[2])
     return dx, dw_ih, dw_hh
 
 
@@ -311,9 +315,9 @@ def lstm_backward(cache, grad_out, grad_hT=None, grad_cT=None):
     dg = np.empty_like(act)
     for s in range(xt.shape[0] - 1, -1, -1):
         _lstm_step_backward(act[s], c_all[s], tanh_c[s], grad_out, s, dh, dc, dg[s])
-        np.matmul(dg[s].reshape(dh.shape[0], -1), w_hh, out=dh)
+        np.matmul(_rows(dg[s]), w_hh, out=dh)
     dx, dw_ih, dw_hh = _gemm_grads(dg, dg, xt, h_all, w_ih)
-    db = dg.reshape(-1, w_hh.shape[0]).sum(axis=0)
+    db = _rows(dg).sum(axis=0)
     return dx, dh, dc, dw_ih, dw_hh, db, db.copy()
 
 
@@ -368,8 +372,8 @@ def gru_backward(cache, grad_out, grad_hT=None):
     for s in range(xt.shape[0] - 1, -1, -1):
         _gru_step_backward(act[s], hn[s], h_all[s], grad_out, s, dh_direct, dh_rec,
                            dg_in[s], dg_rec[s])
-        np.matmul(dg_rec[s].reshape(dh_rec.shape[0], -1), w_hh, out=dh_rec)
+        np.matmul(_rows(dg_rec[s]), w_hh, out=dh_rec)
     dx, dw_ih, dw_hh = _gemm_grads(dg_in, dg_rec, xt, h_all, w_ih)
-    db_ih = dg_in.reshape(-1, w_hh.shape[0]).sum(axis=0)
-    db_hh = dg_rec.reshape(-1, w_hh.shape[0]).sum(axis=0)
+    db_ih = _rows(dg_in).sum(axis=0)
+    db_hh = _rows(dg_rec).sum(axis=0)
     return dx, dh_direct + dh_rec, dw_ih, dw_hh, db_ih, db_hh

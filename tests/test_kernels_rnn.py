@@ -171,6 +171,18 @@ def test_gradient_of_the_last_output_only_equals_gradient_of_h_T():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_empty_batch_gives_empty_outputs_and_zero_weight_gradients(kind):
+    # An empty Spark partition still runs the layer.
+    x, h0, c0, weights = make(kind, 0, 3, 4, 5)
+    results, grads = ours(kind, x, h0, c0, weights, np.zeros((0, 3, 5), F32), None, None)
+    assert [r.shape for r in results] == [(0, 3, 5)] + [(0, 5)] * (len(results) - 1)
+    n_state = len(results) - 1
+    assert [g.shape for g in grads[:1 + n_state]] == [(0, 3, 4)] + [(0, 5)] * n_state
+    for g, w in zip(grads[1 + n_state:], weights):
+        assert g.shape == w.shape and not g.any()
+
+
 def _lstm_call(**bad):
     x, h0, c0, weights = make("lstm", 2, 3, 4, 5)
     args = dict(x=x, h0=h0, c0=c0, w_ih=weights[0], w_hh=weights[1], b_ih=weights[2],
