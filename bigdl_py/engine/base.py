@@ -50,7 +50,9 @@ class BaseOptimizer:
         return self
 
     def set_checkpoint(self, path, trigger=None, keep=3):
-        """Write a checkpoint under `path` whenever `trigger` fires (and at the end)."""
+        """Write a checkpoint under `path` whenever `trigger` fires (and at the end); keep the newest `keep`."""
+        if not isinstance(keep, (int, np.integer)) or isinstance(keep, bool) or keep < 1:
+            raise ValueError(f"keep: expected an integer >= 1 (checkpoints to keep), received {keep!r}")
         self.checkpoint = dict(path=path, trigger=trigger or EveryEpoch(), keep=keep)
         return self
 

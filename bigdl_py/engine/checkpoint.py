@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -120,11 +121,20 @@ def read_meta(path):
     return meta
 
 
+def check_size(path, meta, size):
+    """Raise a ValueError unless the checkpoint's slices hold exactly `size` parameters."""
+    stored = max((int(hi) for _, hi in meta.get("slices", [])), default=0)
+    if stored != size:
+        raise ValueError(f"{local_path(path)}: the checkpoint holds {stored} parameters, "
+                         f"the model has {size} (a checkpoint of another model?)")
+
+
 def load_range(path, start, stop):
     """(weights, optimizer state) for flat range [start, stop), assembled from the slices."""
     folder = os.path.join(local_path(path), "slices")
     arrays, covered = None, 0
-    for name in sorted(os.listdir(folder)):
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    for name in names:
         file = os.path.join(folder, name)
         try:
             with np.load(file, allow_pickle=False) as z:
@@ -135,9 +145,13 @@ def load_range(path, start, stop):
                 if arrays is None:
                     arrays = {k: np.empty(stop - start, dtype=np.float32) for k in z.files if k != "_range"}
                 for k in arrays:
-                    arrays[k][a - start:b - start] = z[k][a - lo:b - lo]
+                    v = z[k]
+                    if v.shape != (hi - lo,):
+                        raise ValueError(f"array {k!r} has shape {v.shape}, its range [{lo}, {hi}) needs ({hi - lo},)")
+                    arrays[k][a - start:b - start] = v[a - lo:b - lo]
                 covered += b - a
-        except (ValueError, OSError, KeyError, EOFError) as e:
+        # A truncated .npz fails as a zip file (its directory sits at the end).
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{file}: damaged slice in checkpoint ({e})") from None
     if covered != stop - start:
         raise ValueError(f"{folder}: the slices cover {covered} of the {stop - start} values in [{start}, {stop})")
@@ -158,8 +172,11 @@ def load_model(path):
 def load_buffers(path, model):
     """Copy the checkpoint's buffers (BatchNorm running stats) into `model` in place."""
     buffers_file = os.path.join(local_path(path), "buffers.npz")
-    with np.load(buffers_file, allow_pickle=False) as z:
-        stored = {k: z[k] for k in z.files}
+    try:
+        with np.load(buffers_file, allow_pickle=False) as z:
+            stored = {k: z[k] for k in z.files}
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{buffers_file}: damaged buffers in checkpoint ({e})") from None
     targets = dict(model.named_buffers())
     if set(stored) != set(targets):
         raise ValueError(f"{buffers_file}: expected buffers {sorted(targets)}, received {sorted(stored)}")

@@ -98,7 +98,8 @@ class LocalOptimizer(BaseOptimizer):
         log = TrainingLog(self.log_path)
         model.train()
         loss = score = None
-        done = False
+        # A resumed run may already be finished (resumed from its final checkpoint).
+        done = bool(self.end_trigger(self.make_state(epoch, step, False, None, None)))
         try:
             while not done:
                 batches = list(sampler.global_batches(epoch))
@@ -108,6 +109,7 @@ class LocalOptimizer(BaseOptimizer):
                     idx = batches[i]
                     xb, yb = take(self.x, idx), take(self.y, idx)
                     check_finite("input", xb, step + 1)
+                    check_finite("target", yb, step + 1)  # else a NaN target reads as divergence
                     model.set_forward_seed(self.forward_seed(epoch, i, 0))
                     grads.fill(0.0)
                     out = model.forward(xb)
@@ -123,6 +125,12 @@ class LocalOptimizer(BaseOptimizer):
                     step += 1
                     lr = self.lr_at(step, epoch)
                     self.optim_method.update(weights, grads, state, lr, step, segments)
+                    # A finite loss can still give an update that overflows; stop before
+                    # such weights reach a checkpoint.
+                    if not np.isfinite(weights).all():
+                        bad = int((~np.isfinite(weights)).sum())
+                        raise TrainingError(f"step {step}: the update made {bad} weight(s) NaN or Inf "
+                                            f"(training diverged at lr {lr:g}); the last good checkpoint is kept")
                     epoch_finished = i == sampler.iterations_per_epoch - 1
                     seconds = time.perf_counter() - t0
                     entry = dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=len(idx),
@@ -154,11 +162,15 @@ class LocalOptimizer(BaseOptimizer):
         return model
 
     def _restore(self, resume_from, state):
+        if resume_from == "latest" and not self.checkpoint:
+            raise ValueError('resume_from="latest": no checkpoint path; call set_checkpoint(path) first '
+                             'or pass a checkpoint directory')
         path = ckpt.latest(self.checkpoint["path"]) if resume_from == "latest" else resume_from
         if path is None:
             return 0, 0, 0
         meta = ckpt.read_meta(path)
         weights = self.model.parameters_flat()[0]
+        ckpt.check_size(path, meta, weights.size)
         stored_weights, stored_state = ckpt.load_range(path, 0, weights.size)
         restore_state(path, state, stored_state)
         weights[:] = stored_weights

@@ -26,9 +26,13 @@ class PartitionedSampler:
     """
 
     def __init__(self, partition_sizes, batch_size, seed=0):
-        sizes = np.asarray(partition_sizes, dtype=np.int64)
-        if sizes.ndim != 1 or sizes.size == 0 or (sizes < 0).any():
-            raise ValueError(f"partition_sizes: expected non-negative counts, received {partition_sizes!r}")
+        raw = np.asarray(partition_sizes)
+        # Casting first would silently truncate fractional sizes (2.5 -> 2).
+        if (raw.ndim != 1 or raw.size == 0 or not np.issubdtype(raw.dtype, np.integer)
+                or (raw < 0).any()):
+            raise ValueError(f"partition_sizes: expected a non-empty list of non-negative integer counts, "
+                             f"received {partition_sizes!r}")
+        sizes = raw.astype(np.int64)
         if sizes.sum() == 0:
             raise ValueError("partition_sizes: the training data is empty (all partitions have 0 samples)")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
