@@ -5,10 +5,9 @@ samples, the flat gradient of each global batch is averaged over its samples, on
 optimizer update runs on the flat weights, and triggers decide when to validate,
 checkpoint and stop. Only where the gradient is summed and the update runs differs.
 """
-import time
-
 import numpy as np
 
+from bigdl_py.nn.criterions import criterion_from_config
 from bigdl_py.optim import clipping
 from bigdl_py.optim.metrics import Loss
 from bigdl_py.optim.schedules import Constant
@@ -78,7 +77,7 @@ class BaseOptimizer:
 
     def forward_seed(self, epoch, iteration, partition):
         """Seed for dropout masks: a pure function of where we are in training."""
-        return int(np.random.SeedSequence([self.seed, epoch, iteration, partition]).generate_state(1)[0])
+        return seed_for([self.seed, epoch, iteration, partition])
 
     def clip_gradient(self, grads):
         if self.clip_value is not None:
@@ -98,6 +97,18 @@ class BaseOptimizer:
     def record(self, log, **entry):
         self.history.append(entry)
         log.write(**entry)
+
+
+def seed_for(words):
+    """One 32-bit seed from a list of integers (same on driver and executors)."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
+
+
+def sum_reduction(criterion):
+    """A copy of `criterion` that sums over the batch instead of averaging."""
+    config = criterion.get_config()
+    config["config"] = dict(config.get("config", {}), reduction="sum")
+    return criterion_from_config(config)
 
 
 def _rows(a):
@@ -144,22 +155,3 @@ def metric_results(metrics, partials_per_part):
             merged = m.merge(merged, parts[j])
         out[m.name] = float(m.result(merged))
     return out
-
-
-class Timer:
-    """Accumulates wall time of named phases."""
-
-    def __init__(self):
-        self.totals = {}
-
-    def __call__(self, name):
-        timer = self
-
-        class _Phase:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.totals[name] = timer.totals.get(name, 0.0) + time.perf_counter() - self.t0
-
-        return _Phase()

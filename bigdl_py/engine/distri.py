@@ -16,7 +16,8 @@ import numpy as np
 
 from bigdl_py.data.partitions import load_partition, materialize_dataframe
 from bigdl_py.engine import checkpoint as ckpt
-from bigdl_py.engine.base import BaseOptimizer, TrainingError, metric_partials, metric_results
+from bigdl_py.engine.base import (BaseOptimizer, TrainingError, metric_partials, metric_results, seed_for,
+                                  sum_reduction)
 from bigdl_py.engine.sampling import PartitionedSampler
 from bigdl_py.engine.training_log import TrainingLog
 from bigdl_py.nn.criterions import criterion_from_config
@@ -36,9 +37,8 @@ def _replica(run_id, model_config, criterion_config, threads):
         set_num_threads(threads)
         model = from_config(json.loads(model_config))
         weights, grads = model.parameters_flat()
-        config = json.loads(criterion_config)
-        config["config"] = dict(config.get("config", {}), reduction="sum")  # pieces are sums; one divide at the end
-        criterion = criterion_from_config(config)
+        # Pieces are sums; the all-reduce divides once by the global sample count.
+        criterion = sum_reduction(criterion_from_config(json.loads(criterion_config)))
         _WORKER.clear()  # one run at a time per worker: drop replicas of finished runs
         _WORKER[run_id] = (model, weights, grads, criterion)
     return _WORKER[run_id]
@@ -175,6 +175,7 @@ class DistriOptimizer(BaseOptimizer):
         return model
 
     def forward_seed_base(self, epoch, iteration):
+        """forward_seed(epoch, iteration, p) = seed_for(base + [p]), computed on the executor."""
         return [self.seed, epoch, iteration]
 
     def _timing(self, step, epoch, loss, lr, wall, stats, results):
@@ -241,13 +242,13 @@ def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, it
             weights[lo:hi] = w
         t1 = time.perf_counter()
         x, y = load_partition(run_dir, p, shape)
-        idx = np.sort(sampler.local_indices(p, epoch, iteration))
+        idx = np.sort(sampler.local_indices(p, epoch, iteration))  # sorted, as the local oracle reads it
         xb, yb = np.ascontiguousarray(x[idx], dtype=np.float32), np.asarray(y[idx])
         t2 = time.perf_counter()
         grads.fill(0.0)
         loss_sum = 0.0
         if len(idx):
-            model.set_forward_seed(int(np.random.SeedSequence(seed_base + [p]).generate_state(1)[0]))
+            model.set_forward_seed(seed_for(seed_base + [p]))
             out = model.forward(xb)
             loss_sum = float(criterion.forward(out, yb))
             model.backward(xb, criterion.backward(out, yb))

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from bigdl_py.engine import checkpoint as ckpt
-from bigdl_py.engine.base import BaseOptimizer, TrainingError, metric_partials, metric_results
+from bigdl_py.engine.base import BaseOptimizer, TrainingError, metric_partials, metric_results, sum_reduction
 from bigdl_py.engine.sampling import PartitionedSampler
 from bigdl_py.engine.training_log import TrainingLog
 from bigdl_py.optim.schedules import schedules_get
@@ -80,6 +80,8 @@ class LocalOptimizer(BaseOptimizer):
         if sum(sizes) != num_rows(self.x):
             raise ValueError(f"partition_sizes: expected sizes summing to {num_rows(self.x)} rows, received {list(sizes)}")
         self.sampler = PartitionedSampler(sizes, self.batch_size, self.seed)
+        # Mirroring several partitions: reduce per partition as the distributed engine does.
+        self.sum_criterion = sum_reduction(criterion) if len(sizes) > 1 else None
 
     def optimize(self, resume_from=None):
         """Train until the end trigger fires; returns the model.
@@ -102,25 +104,14 @@ class LocalOptimizer(BaseOptimizer):
         done = bool(self.end_trigger(self.make_state(epoch, step, False, None, None)))
         try:
             while not done:
-                batches = list(sampler.global_batches(epoch))
+                batches = list(sampler.partition_batches(epoch))
                 bar = self._progress_bar(epoch, start_iter)
                 for i in range(start_iter, sampler.iterations_per_epoch):
                     t0 = time.perf_counter()
-                    idx = batches[i]
-                    xb, yb = take(self.x, idx), take(self.y, idx)
-                    check_finite("input", xb, step + 1)
-                    check_finite("target", yb, step + 1)  # else a NaN target reads as divergence
-                    model.set_forward_seed(self.forward_seed(epoch, i, 0))
+                    shares = batches[i]
+                    idx = np.concatenate(shares)
                     grads.fill(0.0)
-                    out = model.forward(xb)
-                    try:
-                        loss = float(self.criterion.forward(out, yb))
-                    except ValueError as e:
-                        raise TrainingError(f"step {step + 1}: {e}") from None
-                    if not np.isfinite(loss):
-                        raise TrainingError(f"step {step + 1}: the loss is {loss} (training diverged); "
-                                            f"the last good checkpoint is kept")
-                    model.backward(xb, self.criterion.backward(out, yb))
+                    loss = self._accumulate_gradient(shares if self.sum_criterion else [idx], step + 1, epoch, i)
                     self.clip_gradient(grads)
                     step += 1
                     lr = self.lr_at(step, epoch)
@@ -160,6 +151,40 @@ class LocalOptimizer(BaseOptimizer):
         finally:
             log.close()
         return model
+
+    def _accumulate_gradient(self, shares, step, epoch, iteration):
+        """Accumulate the batch gradient into the flat gradient vector; return the mean loss.
+
+        With several partitions the gradient is reduced exactly as DistriOptimizer does:
+        a summed gradient per partition, added in partition order, divided once by the
+        sample count. The two engines then agree bit for bit, even under Adam, which
+        magnifies round-off on near-zero gradients.
+        """
+        criterion = self.sum_criterion or self.criterion
+        loss = 0.0
+        for partition, share in enumerate(shares):
+            if len(share) == 0:
+                continue
+            # Dropout masks seeded per partition, as on the executors.
+            self.model.set_forward_seed(self.forward_seed(epoch, iteration, partition))
+            xb, yb = take(self.x, share), take(self.y, share)
+            check_finite("input", xb, step)
+            check_finite("target", yb, step)  # else a NaN target reads as divergence
+            out = self.model.forward(xb)
+            try:
+                loss += float(criterion.forward(out, yb))
+            except ValueError as e:
+                raise TrainingError(f"step {step}: {e}") from None
+            if not np.isfinite(loss):
+                raise TrainingError(f"step {step}: the loss is {loss} (training diverged); "
+                                    f"the last good checkpoint is kept")
+            self.model.backward(xb, criterion.backward(out, yb))
+        if self.sum_criterion:
+            count = sum(len(share) for share in shares)
+            grads = self.model.parameters_flat()[1]
+            grads /= np.float32(count)
+            loss /= count
+        return loss
 
     def _restore(self, resume_from, state):
         if resume_from == "latest" and not self.checkpoint:

@@ -67,13 +67,18 @@ class PartitionedSampler:
         lo, hi = self._bounds[iteration, partition], self._bounds[iteration + 1, partition]
         return perm[lo:hi]
 
-    def global_batches(self, epoch):
-        """Per iteration, the global indices (into the partitions concatenated) of its batch.
+    def partition_batches(self, epoch):
+        """Per iteration, a list holding each partition's share as global indices.
 
-        This is what the LocalOptimizer trains on; listed partition by partition.
+        Global indices point into the partitions concatenated; each share is sorted,
+        as the distributed engine reads it (sequential memory access).
         """
         offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
         perms = [self.partition_permutation(p, epoch) for p in range(len(self.sizes))]
         for i in range(self.iterations_per_epoch):
-            yield np.concatenate([offsets[p] + self.local_indices(p, epoch, i, perms[p])
-                                  for p in range(len(self.sizes))])
+            yield [offsets[p] + np.sort(self.local_indices(p, epoch, i, perms[p])) for p in range(len(self.sizes))]
+
+    def global_batches(self, epoch):
+        """Per iteration, the global indices of its whole batch, partition by partition."""
+        for shares in self.partition_batches(epoch):
+            yield np.concatenate(shares)

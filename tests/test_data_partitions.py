@@ -1,0 +1,74 @@
+"""DataFrame -> per-partition numpy: feature column kinds and bad rows."""
+import numpy as np
+import pytest
+
+from bigdl_py.data.partitions import load_partition, materialize_dataframe
+
+pytestmark = pytest.mark.spark
+
+
+def all_rows(data):
+    parts = [load_partition(data.run_dir, p, data.feature_shape) for p in range(data.num_partitions)]
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+def test_array_column_is_converted_once_per_partition(spark):
+    df = spark.createDataFrame([([1.0, 2.0], 0.0), ([3.0, 4.0], 1.0), ([5.0, 6.0], 1.0)],
+                               "features array<double>, label double").coalesce(2)
+    data = materialize_dataframe(df, num_partitions=2)
+    x, y = all_rows(data)
+    assert sorted(map(tuple, x.tolist())) == [(1, 2), (3, 4), (5, 6)]
+    assert x.dtype == np.float32 and sum(data.sizes) == 3 and data.label_range == (0.0, 1.0)
+
+
+def test_dense_and_sparse_vectors_and_feature_shape(spark):
+    from pyspark.ml.linalg import Vectors
+
+    df = spark.createDataFrame([(Vectors.dense([1.0, 0.0, 2.0, 0.0]), 1.0),
+                                (Vectors.sparse(4, [1, 3], [5.0, 7.0]), 0.0)], ["features", "label"])
+    data = materialize_dataframe(df, feature_shape=(2, 2, 1), num_partitions=1)
+    x, y = all_rows(data)
+    assert x.shape == (2, 2, 2, 1)
+    np.testing.assert_array_equal(x[y == 0].reshape(-1), [0, 5, 0, 7])
+
+
+def test_list_of_numeric_columns(spark):
+    df = spark.createDataFrame([(1, 2.5, 0), (3, 4.5, 1)], "a int, b double, label int")
+    x, y = all_rows(materialize_dataframe(df, features_col=["a", "b"], num_partitions=1))
+    np.testing.assert_array_equal(x[np.argsort(y)], [[1, 2.5], [3, 4.5]])
+
+
+def test_missing_column_is_named(spark):
+    df = spark.createDataFrame([([1.0], 0.0)], "feats array<double>, label double")
+    with pytest.raises(ValueError, match="features column 'features' not found"):
+        materialize_dataframe(df)
+    with pytest.raises(ValueError, match="label column 'y' not found"):
+        materialize_dataframe(df, features_col="feats", label_col="y")
+
+
+def bad_df(spark):
+    rows = [([1.0, 2.0], 0.0), ([1.0], 1.0), (None, 1.0), ([float("nan"), 1.0], 0.0), ([1.0, 1.0], None),
+            ([2.0, 2.0], 1.0)]
+    return spark.createDataFrame(rows, "features array<double>, label double")
+
+
+def test_bad_rows_fail_before_training_naming_column_and_counts(spark):
+    with pytest.raises(ValueError) as e:
+        materialize_dataframe(bad_df(spark), num_partitions=2)
+    msg = str(e.value)
+    assert "'features'" in msg and "4 bad row(s)" in msg
+    for cause in ("1 with null features", "1 with wrong length", "1 with non finite", "1 with null label"):
+        assert cause in msg
+
+
+def test_skip_policy_drops_and_counts_bad_rows(spark):
+    data = materialize_dataframe(bad_df(spark), num_partitions=2, policy="skip")
+    x, _ = all_rows(data)
+    assert sum(data.sizes) == 2 and sorted(x[:, 0].tolist()) == [1.0, 2.0]
+    assert data.bad == dict(null_features=1, wrong_length=1, non_finite=1, null_label=1)
+
+
+def test_feature_shape_must_match_row_width(spark):
+    df = spark.createDataFrame([([1.0, 2.0, 3.0], 0.0)], "features array<double>, label double")
+    with pytest.raises(ValueError, match=r"feature_shape \(2, 2\) holds 4 values.*3 values per row"):
+        materialize_dataframe(df, feature_shape=(2, 2))

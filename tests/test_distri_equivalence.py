@@ -1,0 +1,104 @@
+"""DistriOptimizer == LocalOptimizer: exact synchronous SGD over Spark partitions.
+
+The distributed run and the local oracle see the same partition sizes and seed, so
+they train on the same samples in the same iterations; their weights must agree to
+float32 round-off after 20 iterations.
+"""
+import numpy as np
+import pytest
+
+from bigdl_py.engine.distri import DistriOptimizer
+from bigdl_py.engine.local import LocalOptimizer
+from bigdl_py.nn import CrossEntropyLoss, zoo
+from bigdl_py.optim import SGD, Adam, MaxIteration
+
+pytestmark = pytest.mark.spark
+
+ITERATIONS = 20
+
+
+def partitioned_df(spark, x, y, sizes):
+    """A DataFrame whose partition p holds exactly rows [offset_p, offset_p + sizes[p])."""
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    rows = [[(x[i].reshape(-1).tolist(), float(y[i])) for i in range(offsets[p], offsets[p + 1])]
+            for p in range(len(sizes))]
+    rdd = spark.sparkContext.parallelize(range(len(sizes)), len(sizes)).flatMap(lambda p: rows[p])
+    return spark.createDataFrame(rdd, "features array<float>, label double")
+
+
+def train_both(spark, make_model, optim, x, y, sizes, batch_size, feature_shape):
+    local = make_model()
+    LocalOptimizer(local, CrossEntropyLoss(), optim, x, y, batch_size=batch_size,
+                   end_trigger=MaxIteration(ITERATIONS), learning_rate=0.05, seed=7,
+                   partition_sizes=sizes).set_progress(False).optimize()
+    df = partitioned_df(spark, x, y, sizes)
+    distri = DistriOptimizer(make_model(), CrossEntropyLoss(), optim, df, batch_size=batch_size,
+                             end_trigger=MaxIteration(ITERATIONS), learning_rate=0.05, seed=7,
+                             num_partitions=len(sizes), feature_shape=feature_shape)
+    trained = distri.optimize()
+    return local.parameters_flat()[0], trained.parameters_flat()[0], distri
+
+
+def assert_same_weights(w_local, w_distri, initial):
+    assert np.abs(w_local - initial).max() > 1e-3, "training did not move the weights"
+    rel = np.abs(w_local - w_distri).max() / np.abs(w_local).max()
+    assert rel < 1e-5, f"max relative difference {rel:.3g}"
+
+
+def mlp_data(n=211):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, 8)).astype(np.float32), rng.integers(0, 3, n)
+
+
+@pytest.mark.parametrize("sizes", [[211], [100, 111], [90, 0, 121], [13, 70, 0, 128]],
+                         ids=["P1", "P2", "P3-empty", "P4-uneven-empty"])
+@pytest.mark.parametrize("optim", [SGD(momentum=0.9), Adam()], ids=["sgd-momentum", "adam"])
+def test_mlp_distributed_equals_local(spark, sizes, optim):
+    x, y = mlp_data()
+    make = lambda: zoo.mlp([8, 16, 3], seed=1)  # noqa: E731
+    # 37 divides neither the data size nor any P: uneven shares and a short last batch.
+    w_local, w_distri, _ = train_both(spark, make, optim, x, y, sizes, 37, None)
+    assert_same_weights(w_local, w_distri, make().parameters_flat()[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optim", [SGD(momentum=0.9), Adam()], ids=["sgd-momentum", "adam"])
+def test_lenet5_distributed_equals_local(spark, optim):
+    from bigdl_py.data.mnist import load_mnist
+
+    x, y = load_mnist()[:2]
+    x, y = x[:600], y[:600]
+    make = lambda: zoo.lenet5(seed=2)  # noqa: E731
+    w_local, w_distri, _ = train_both(spark, make, optim, x, y, [250, 0, 350], 50, (28, 28, 1))
+    assert_same_weights(w_local, w_distri, make().parameters_flat()[0])
+
+
+def test_iteration_metrics_show_where_time_goes_and_no_gradients_reach_the_driver(spark):
+    x, y = mlp_data(120)
+    make = lambda: zoo.mlp([8, 16, 3], seed=1)  # noqa: E731
+    df = partitioned_df(spark, x, y, [60, 60])
+    opt = DistriOptimizer(make(), CrossEntropyLoss(), SGD(), df, batch_size=40,
+                          end_trigger=MaxIteration(3), num_partitions=2)
+    opt.optimize()
+    assert len(opt.metrics) == 3
+    n_params = make().num_parameters()
+    for m in opt.metrics:
+        for key in ("compute_ms", "sync_ms", "overhead_ms", "data_ms", "wall_ms"):
+            assert m[key] >= 0
+        assert m["samples"] == 40
+        # Only a few statistics come back per iteration, never a gradient or weight vector.
+        assert 0 < m["driver_bytes"] < 4 * n_params
+
+
+def test_bf16_gradient_compression_trains_close_to_exact(spark):
+    x, y = mlp_data()
+    make = lambda: zoo.mlp([8, 16, 3], seed=1)  # noqa: E731
+    df = partitioned_df(spark, x, y, [100, 111])
+    exact = DistriOptimizer(make(), CrossEntropyLoss(), SGD(momentum=0.9), df, batch_size=37,
+                            end_trigger=MaxIteration(10), learning_rate=0.05, num_partitions=2).optimize()
+    packed = DistriOptimizer(make(), CrossEntropyLoss(), SGD(momentum=0.9), df, batch_size=37,
+                             end_trigger=MaxIteration(10), learning_rate=0.05, num_partitions=2,
+                             compress="bf16").optimize()
+    a, b = exact.parameters_flat()[0], packed.parameters_flat()[0]
+    rel = np.abs(a - b).max() / np.abs(a).max()
+    assert 0 < rel < 1e-2  # rounded (so not identical) but close
