@@ -24,6 +24,7 @@ from bigdl_py.nn.criterions import criterion_from_config
 from bigdl_py.nn.module import from_config
 from bigdl_py.optim.optimizers import optimizers_get
 from bigdl_py.optim.schedules import schedules_get
+from bigdl_py.shipping import ensure_importable_on_executors
 from bigdl_py.sync.blockmanager import BlockManagerAllReduce, slice_bounds, to_bf16
 
 _WORKER = {}  # per Python worker: run id -> (model, weights, grads, criterion)
@@ -75,6 +76,7 @@ class DistriOptimizer(BaseOptimizer):
         if compress not in (None, "bf16"):
             raise ValueError(f"compress: expected None or 'bf16', received {compress!r}")
         self.sc = df.sparkSession.sparkContext
+        ensure_importable_on_executors(self.sc)
         self.data = materialize_dataframe(df, features_col, label_col, feature_shape, num_partitions,
                                           cache_root, bad_rows)
         self.data_spec = dict(features_col=features_col, label_col=label_col, feature_shape=feature_shape,

@@ -1,0 +1,64 @@
+"""Make bigdl_py importable on executors that do not have it installed.
+
+On a real cluster the executors' Python may lack bigdl_py. Before training we run
+one tiny task that tries the import; if it fails, the package (with its kernels and
+pipelines folders mapped to bigdl_py.kernels / bigdl_py.pipelines, as installed) is
+zipped and shipped with SparkContext.addPyFile. Its dependencies (numpy, numba,
+pyarrow) must be on the executors already: the README shows `--archives` with a
+packed virtualenv for that case.
+"""
+import os
+import tempfile
+import zipfile
+
+_SHIPPED = set()  # SparkContext ids that already got the zip
+
+
+def _probe(_):
+    try:
+        import bigdl_py.kernels  # noqa: F401
+        import bigdl_py.nn  # noqa: F401
+        return [None]
+    except Exception as e:  # the executor reports why, the driver decides
+        return [f"{type(e).__name__}: {e}"]
+
+
+def package_zip(path=None):
+    """Zip bigdl_py as executors must import it; returns the zip's path."""
+    import bigdl_py
+    import bigdl_py.kernels
+    import bigdl_py.pipelines
+
+    roots = {"bigdl_py": bigdl_py.__path__[0], "bigdl_py/kernels": bigdl_py.kernels.__path__[0],
+             "bigdl_py/pipelines": bigdl_py.pipelines.__path__[0]}
+    path = path or os.path.join(tempfile.mkdtemp(prefix="bigdl_py-ship-"), "bigdl_py.zip")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for prefix, folder in roots.items():
+            for dirpath, dirnames, filenames in os.walk(folder):
+                dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+                rel = os.path.relpath(dirpath, folder)
+                for name in filenames:
+                    if name.endswith(".py"):
+                        arc = os.path.normpath(os.path.join(prefix, rel, name))
+                        z.write(os.path.join(dirpath, name), arc)
+    return path
+
+
+def ensure_importable_on_executors(sc):
+    """Ship bigdl_py to the executors if a probe task cannot import it.
+
+    Raises a RuntimeError that says what to do if even the shipped copy fails
+    (typically: numpy/numba/pyarrow missing on the executors).
+    """
+    if id(sc) in _SHIPPED:
+        return
+    error = sc.parallelize([0], 1).mapPartitions(_probe).collect()[0]
+    if error is not None:
+        sc.addPyFile(package_zip())
+        error = sc.parallelize([0], 1).mapPartitions(_probe).collect()[0]
+        if error is not None:
+            raise RuntimeError(
+                f"executors cannot import bigdl_py even after shipping it ({error}); install numpy, numba and "
+                f"pyarrow there, or submit with a packed environment: spark-submit --archives "
+                f"bigdl_env.tar.gz#env --conf spark.pyspark.python=./env/bin/python ...")
+    _SHIPPED.add(id(sc))
