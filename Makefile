@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m bigdl_py.main
+	$(PY) -m bigdl_py.main --output output
 
 test: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow" --timeout=1200 tests
