@@ -38,6 +38,7 @@ def _replica(run_id, model_config, criterion_config, threads):
         set_num_threads(threads)
         model = from_config(json.loads(model_config))
         weights, grads = model.parameters_flat()
+        model.set_input_grad_needed(False)  # nobody reads the gradient w.r.t. the data
         # Pieces are sums; the all-reduce divides once by the global sample count.
         criterion = sum_reduction(criterion_from_config(json.loads(criterion_config)))
         _WORKER.clear()  # one run at a time per worker: drop replicas of finished runs

@@ -91,6 +91,7 @@ class LocalOptimizer(BaseOptimizer):
         """
         model, sampler = self.model, self.sampler
         weights, grads = model.parameters_flat()
+        model.set_input_grad_needed(False)  # nobody reads the gradient w.r.t. the data
         segments = np.array([s for _, s, _ in model.parameter_segments()] + [weights.size])
         state = self.optim_method.init_state(weights.size)
         step, epoch, start_iter = 0, 0, 0

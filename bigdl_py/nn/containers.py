@@ -58,6 +58,12 @@ class Sequential(Module):
             grad_y = module.backward(inp, grad_y)
         return grad_y
 
+    def set_input_grad_needed(self, needed):
+        super().set_input_grad_needed(needed)
+        for i, child in enumerate(self._children.values()):
+            child.set_input_grad_needed(needed if i == 0 else True)
+        return self
+
     def get_config(self):
         return {"class_name": type(self).__name__,
                 "config": {"name": self.name, "layers": [m.get_config() for m in self._children.values()]}}

@@ -197,6 +197,14 @@ class Model(Module):
         out = [grads[id(n)] if id(n) in grads else np.zeros_like(values[id(n)]) for n in self._input_nodes]
         return out[0] if self._single_input else out
 
+    def set_input_grad_needed(self, needed):
+        super().set_input_grad_needed(needed)
+        for node in self._order:
+            if not node.is_input:
+                reads_only_data = all(i.is_input for i in node.inputs)
+                node.module.set_input_grad_needed(needed if reads_only_data else True)
+        return self
+
     # ---- config ------------------------------------------------------------------
     def get_config(self):
         names = self._node_names

@@ -50,6 +50,7 @@ class Module:
         self._flat = None  # (weights, grads) once parameters_flat() packed them
         self._packed_by = None  # the ancestor whose flat vectors hold our arrays
         self._forward_seed = 0
+        self.input_grad_needed = True
 
     # ---- computation -------------------------------------------------------------
     def forward(self, x):
@@ -124,6 +125,17 @@ class Module:
         """
         for _, m in self.named_modules():
             m._forward_seed = int(seed)
+
+    def set_input_grad_needed(self, needed):
+        """Whether backward must return the gradient w.r.t. the input.
+
+        Training engines switch it off for the whole model (BigDL's
+        propagateBack=false): the layers that read the data input then skip an
+        input gradient nobody uses (for a first convolution, a whole col2im pass)
+        and return None. Containers pass the flag on to those layers.
+        """
+        self.input_grad_needed = bool(needed)
+        return self
 
     def zero_grad(self):
         if self._flat is not None:

@@ -75,7 +75,7 @@ class Conv2d(Module):
             self.check_input(grad_y, y.shape, "grad_y")
             grad_y = grad_y * (y > 0)  # the kernel wants the gradient before the fused ReLU
         dx, dw, db = kconv.conv2d_backward(as_float(x, w.dtype), w, grad_y, has_bias=self.config["bias"],
-                                           **self._geometry())
+                                           need_dx=self.input_grad_needed, **self._geometry())
         self.grads["weight"] += dw
         if self.config["bias"]:
             self.grads["bias"] += db

@@ -55,8 +55,9 @@ class Linear(Module):
     def backward(self, x, grad_y):
         x2 = self._rows(x, self.config["in_features"], "input")
         g2 = self._rows(grad_y, self.config["out_features"], "grad_y")
-        dx, dw, db = klinear.linear_backward(x2, self.params["weight"], g2, has_bias=self.config["bias"])
+        dx, dw, db = klinear.linear_backward(x2, self.params["weight"], g2, has_bias=self.config["bias"],
+                                             need_dx=self.input_grad_needed)
         self.grads["weight"] += dw
         if self.config["bias"]:
             self.grads["bias"] += db
-        return dx.reshape(x.shape)
+        return None if dx is None else dx.reshape(x.shape)
