@@ -45,8 +45,9 @@ def job_args(tmp_path, sizes="90,0,121", iterations=20, optim="adam", model="mlp
 
 def assert_equals_oracle(args, weights_path):
     """The job's final weights == LocalOptimizer's on the same partition sizes (1e-5 relative)."""
-    oracle = distri_job.oracle_weights(distri_job.parse_args(args))
-    initial = distri_job.make_model(distri_job.parse_args(args).model).parameters_flat()[0]
+    parsed = distri_job.parse_args(args)
+    oracle = distri_job.oracle_weights(parsed)
+    initial = distri_job.make_model(parsed.model).parameters_flat()[0]
     assert np.abs(oracle - initial).max() > 1e-3, "training did not move the weights"
     weights = np.load(weights_path, allow_pickle=False)
     assert weights.shape == oracle.shape
