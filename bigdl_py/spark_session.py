@@ -7,13 +7,16 @@ none, an embedded `local[*]` session bound to loopback.
 import os
 import sys
 
-# Settings for a session we start ourselves. A user's own session is left as it is.
-LOCAL_DEFAULTS = {
+# An embedded local session stays on loopback and quiet.
+LOCAL_ONLY = {
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "8",
+}
+# Settings for any session we create (an already running session is left as it is).
+DEFAULTS = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.python.worker.reuse": "true",
     # Kernels are single-threaded per task (one replica per core); numba's default
@@ -28,8 +31,11 @@ LOCAL_DEFAULTS = {
 
 
 def get_or_create_session(master=None, app_name="bigdl_py", conf=None):
-    """The active SparkSession, or a new embedded one (`local[*]` unless `master` is given)."""
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    """The active SparkSession, or a new one.
+
+    Under spark-submit the master comes from spark-submit; otherwise a new session is
+    an embedded `local[*]` one (or `master` when given), bound to loopback.
+    """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
@@ -37,8 +43,17 @@ def get_or_create_session(master=None, app_name="bigdl_py", conf=None):
     active = SparkSession.getActiveSession()
     if active is not None and master is None:
         return active
-    builder = SparkSession.builder.appName(app_name).master(master or "local[*]")
-    for key, value in {**LOCAL_DEFAULTS, **(conf or {})}.items():
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit started this Python
+    if master is None and not submitted:
+        master = "local[*]"
+    builder = SparkSession.builder.appName(app_name)
+    settings = dict(DEFAULTS)
+    if master is not None:
+        builder = builder.master(master)
+        if master.startswith("local"):
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            settings.update(LOCAL_ONLY)
+    for key, value in {**settings, **(conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")

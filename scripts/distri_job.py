@@ -22,12 +22,14 @@ import time
 
 import numpy as np
 
+from bigdl_py.spark_session import get_or_create_session
+
 FEATURE_SHAPES = {"mlp": None, "lenet": (28, 28, 1)}
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--master", default=None, help="Spark master (default: spark-submit's, else local[2])")
+    ap.add_argument("--master", default=None, help="Spark master (default: spark-submit's, else local[*])")
     ap.add_argument("--model", choices=sorted(FEATURE_SHAPES), default="mlp")
     ap.add_argument("--sizes", default="90,0,121", help="rows per training partition, comma-separated")
     ap.add_argument("--iterations", type=int, default=20)
@@ -99,25 +101,6 @@ def partitioned_df(spark, x, y, sizes):
     return spark.createDataFrame(rdd, "features array<float>, label double")
 
 
-def session(master, log_level="ERROR"):
-    """A SparkSession on loopback; under spark-submit (no --master) the submitted master is kept."""
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    from bigdl_py.spark_session import LOCAL_DEFAULTS
-
-    builder = SparkSession.builder.appName("bigdl_py-distri-job")
-    # spark-submit starts the JVM first and hands its port to Python; then its master applies.
-    if master is not None or "PYSPARK_GATEWAY_PORT" not in os.environ:
-        builder = builder.master(master or "local[2]")
-    for key, value in LOCAL_DEFAULTS.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(log_level)
-    return spark
-
-
 class PauseAt:
     """End trigger wrapper: after iteration `at`, write `marker` and wait for `go`."""
 
@@ -143,7 +126,8 @@ def main(argv=None):
     from bigdl_py.optim import MaxIteration, SeveralIteration
 
     t0 = time.perf_counter()
-    spark = session(args.master, args.spark_log_level)
+    spark = get_or_create_session(master=args.master, app_name="bigdl_py-distri-job")
+    spark.sparkContext.setLogLevel(args.spark_log_level)
     try:
         x, y = make_data(args.model, sum(args.sizes))
         df = partitioned_df(spark, x, y, args.sizes)
