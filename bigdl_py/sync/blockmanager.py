@@ -20,6 +20,7 @@ recomputes whatever a lost executor held; the lineage is cut by writing the slic
 to a checkpoint and rebuilding `W` from those files.
 """
 import numpy as np
+from pyspark.accumulators import AccumulatorParam
 
 
 def slice_id(key):
@@ -54,6 +55,17 @@ def to_bf16(a):
 
 def from_bf16(h):
     return (h.astype(np.uint32) << 16).view(np.float32)
+
+
+class _SliceResults(AccumulatorParam):
+    """Accumulates {slice id: result}; a retried task overwrites its own entry."""
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, a, b):
+        a.update(b)
+        return a
 
 
 class BlockManagerAllReduce:
@@ -96,9 +108,14 @@ class BlockManagerAllReduce:
         Runs the job; returns the per-slice results, ordered by slice.
         """
         N = self.num_slices
-        reduced = grad_pieces.partitionBy(N, slice_id).union(self.W)
+        shuffled = grad_pieces.partitionBy(N, slice_id)
+        # Both sides hold pickled batches that read alike; with equal deserializers
+        # PySpark's union skips its extra re-serialising Python pass over the gradients.
+        shuffled._jrdd_deserializer = self.W._jrdd_deserializer
+        reduced = shuffled.union(self.W)
         if reduced.getNumPartitions() != N:
             raise RuntimeError("gradient pieces and weight slices are not co-partitioned; the union would shuffle")
+        results = self.sc.accumulator({}, _SliceResults())
 
         def run(it):
             pieces, current = [], None
@@ -114,12 +131,15 @@ class BlockManagerAllReduce:
                 g = from_bf16(piece) if piece.dtype == np.uint16 else piece
                 total = g.astype(np.float32, copy=True) if total is None else total + g
             weights, state, result = update(s, weights, state, total, [st for _, _, st in pieces])
-            yield s, (weights, state, result)
+            results.add({s: result})
+            yield s, (weights, state, None)
 
         new_W = reduced.mapPartitions(run, preservesPartitioning=True).persist()
-        results = new_W.map(lambda kv: (kv[0], kv[1][2])).collect()
+        # A JVM-side count computes and caches the slices without another Python
+        # pass over them; the small per-slice results come back in the accumulator.
+        new_W._jrdd.count()
         self._replace(new_W)
-        return [r for _, r in sorted(results)]
+        return [results.value[s] for s in range(N)]
 
     def foreach_slice(self, fn):
         """Run fn(s, start, stop, weights, state) on each slice's executor (checkpoints)."""
