@@ -94,9 +94,21 @@ class BaseOptimizer:
     def make_state(self, epoch, step, epoch_finished, loss, score):
         return TrainingState(epoch=epoch, iteration=step, epoch_finished=epoch_finished, loss=loss, score=score)
 
-    def record(self, log, **entry):
+    def finish_step(self, log, entry, epoch, step, epoch_finished, loss, score, validate):
+        """Validate when the trigger fires, feed the score to the schedule, log the step.
+
+        Returns (TrainingState, latest validation score) for the end and checkpoint triggers.
+        """
+        state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
+        if self.validation and self.validation["trigger"](state):
+            scores = validate()
+            score = next(iter(scores.values()))
+            entry.update(scores)
+            state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
+            self.schedule.observe(score)
         self.history.append(entry)
         log.write(**entry)
+        return state, score
 
 
 def seed_for(words):

@@ -152,15 +152,9 @@ class DistriOptimizer(BaseOptimizer):
                                             f"the last good checkpoint is kept")
                     entry = self._timing(step, epoch, loss, lr, wall, stats, results)
                     epoch_finished = i == sampler.iterations_per_epoch - 1
-                    state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
-                    if self.validation and self.validation["trigger"](state):
-                        scores = self._validate(sync.all_gather(), run_id, model_config, criterion_config, bounds)
-                        score = next(iter(scores.values()))
-                        entry.update(scores)
-                        state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
-                        if hasattr(self.schedule, "observe"):
-                            self.schedule.observe(score)
-                    self.record(log, **entry)
+                    state, score = self.finish_step(
+                        log, entry, epoch, step, epoch_finished, loss, score,
+                        lambda: self._validate(sync.all_gather(), run_id, model_config, criterion_config, bounds))
                     done = bool(self.end_trigger(state))
                     next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
                     user_ckpt = self.checkpoint and (done or self.checkpoint["trigger"](state))

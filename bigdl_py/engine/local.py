@@ -127,15 +127,8 @@ class LocalOptimizer(BaseOptimizer):
                     seconds = time.perf_counter() - t0
                     entry = dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=len(idx),
                                  samples_s=len(idx) / max(seconds, 1e-9))
-                    train_state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
-                    if self.validation and self.validation["trigger"](train_state):
-                        scores = self.validate()
-                        score = next(iter(scores.values()))
-                        entry.update(scores)
-                        train_state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
-                        if hasattr(self.schedule, "observe"):
-                            self.schedule.observe(score)
-                    self.record(log, **entry)
+                    train_state, score = self.finish_step(log, entry, epoch, step, epoch_finished, loss, score,
+                                                          self.validate)
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{entry['samples_s']:.0f}")
                         bar.update(1)
