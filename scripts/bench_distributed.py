@@ -36,13 +36,13 @@ def spark_floor(sc, repeats=9):
     return trivial, shuffle
 
 
-def run_case(spark, train_df, test_df, batch, train_rows, partitions):
+def run_case(spark, train_df, test_df, batch, train_rows, partitions, base_lr):
     from bigdl_py.engine.distri import DistriOptimizer
     from bigdl_py.nn import CrossEntropyLoss, zoo
     from bigdl_py.optim import SGD, EveryEpoch, MaxEpoch, Top1Accuracy, Warmup, linear_scaling_lr
 
-    # Linear scaling from 0.05 at batch 256, with gradual warm-up for larger batches.
-    lr = linear_scaling_lr(0.05, batch, base_batch_size=256)
+    # Linear scaling from base_lr at batch 256, with gradual warm-up for larger batches.
+    lr = linear_scaling_lr(base_lr, batch, base_batch_size=256)
     iterations = -(-train_rows // batch)
     schedule = Warmup(max(1, iterations // 5)) if batch > 256 else None
     opt = DistriOptimizer(zoo.lenet5(seed=0), CrossEntropyLoss(), SGD(momentum=0.9), train_df, batch_size=batch,
@@ -67,7 +67,8 @@ def run_case(spark, train_df, test_df, batch, train_rows, partitions):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="12,000 training digits instead of 60,000")
-    parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 2048])
+    parser.add_argument("--base-lr", type=float, default=0.0125, help="SGD lr at batch 256, scaled linearly")
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -88,7 +89,7 @@ def main():
     print(json.dumps(dict(floor=True, trivial_job_ms=round(trivial, 1), trivial_shuffle_job_ms=round(shuffle, 1),
                           master="local[2]", loadavg=os.getloadavg())), flush=True)
     for batch in args.batches:
-        line = run_case(spark, train_df, test_df, batch, len(x), partitions)
+        line = run_case(spark, train_df, test_df, batch, len(x), partitions, args.base_lr)
         line["overhead_vs_trivial_job"] = round((line["wall_ms"] - line["compute_ms"]) / trivial, 2)
         print(json.dumps(line), flush=True)
     print(json.dumps(dict(anchor=ANCHOR_BIGDL)), flush=True)
