@@ -116,11 +116,11 @@ class DistriOptimizer(BaseOptimizer):
             path = ckpt.latest(self.checkpoint["path"]) if resume_from == "latest" else ckpt.local_path(resume_from)
             if path is not None:
                 meta = ckpt.read_meta(path)
+                ckpt.check_size(path, meta, weights.size)
                 step, epoch, start_iter = int(meta["step"]), int(meta["epoch"]), int(meta["iteration"])
                 self.schedule = schedules_get(meta["schedule"])
                 ckpt.load_buffers(path, model)
                 sync.set_slices(_slices_from_checkpoint(path, self.optim_method.get_config()))
-                resume_from = path
         if sync.W is None:
             sync.set_slices(_fresh_slices(weights.copy(), self.optim_method.get_config()))
 
