@@ -12,7 +12,8 @@ import pickle
 
 import numpy as np
 
-from bigdl_py.data.cache import cache_dir, atomic_save_npz
+from bigdl_py.atomic import atomic_write_npz
+from bigdl_py.data.cache import cache_dir
 
 PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 PICKLE_SIZE = 17_051_982
@@ -45,8 +46,8 @@ def _convert(npz_path):
     train, valid, test = pickle.loads(gzip.decompress(raw), encoding="latin1")
     x_train = np.concatenate([train[0], valid[0]]).astype(np.float32)
     y_train = np.concatenate([train[1], valid[1]]).astype(np.int64)
-    atomic_save_npz(npz_path, x_train=x_train, y_train=y_train,
-                    x_test=test[0].astype(np.float32), y_test=test[1].astype(np.int64))
+    atomic_write_npz(npz_path, dict(x_train=x_train, y_train=y_train,
+                                    x_test=test[0].astype(np.float32), y_test=test[1].astype(np.int64)))
 
 
 def load_mnist(flat=False):

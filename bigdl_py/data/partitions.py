@@ -15,6 +15,8 @@ import uuid
 
 import numpy as np
 
+from bigdl_py.atomic import atomic_write_bytes
+
 POLICIES = ("error", "skip")
 _LOADED = {}  # (run_dir, partition) -> (x, y), per Python worker
 
@@ -110,21 +112,12 @@ def _convert_partition(batches, run_dir, width, policy, has_label):
     x = np.concatenate(xs) if xs else np.zeros((0, width), np.float32)
     y = np.concatenate(ys) if ys else np.zeros(0, np.float64)
     if policy == "skip" or not any(bad.values()):
-        _atomic_save(os.path.join(run_dir, f"part-{p:05d}-x.npy"), x)
-        _atomic_save(os.path.join(run_dir, f"part-{p:05d}-y.npy"), y)
+        atomic_write_bytes(os.path.join(run_dir, f"part-{p:05d}-x.npy"), lambda f: np.save(f, x))
+        atomic_write_bytes(os.path.join(run_dir, f"part-{p:05d}-y.npy"), lambda f: np.save(f, y))
     label_min = float(y.min()) if y.size else np.nan
     label_max = float(y.max()) if y.size else np.nan
     yield pa.RecordBatch.from_pylist([dict(partition=p, rows=len(x), label_min=label_min,
                                            label_max=label_max, **bad)])
-
-
-def _atomic_save(path, array):
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def materialize_dataframe(df, features_col="features", label_col="label", feature_shape=None,
