@@ -1,0 +1,1 @@
+"""Distributed image feature extraction with a pretrained CNN imported into our own layers."""

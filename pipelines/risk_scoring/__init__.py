@@ -1,0 +1,1 @@
+"""Risk-scoring networks on real credit data, trained and scored on Spark."""

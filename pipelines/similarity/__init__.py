@@ -1,0 +1,1 @@
+"""Image-similarity recommendation: exact all-pairs top-k on executors and an online recommender."""
