@@ -8,3 +8,4 @@ from bigdl_py.optim.triggers import (TrainingState, Trigger, MaxEpoch, MaxIterat
                                      MinLoss, MaxScore, Or, And, triggers_get)
 from bigdl_py.optim.metrics import (Metric, TopK, Top1Accuracy, Top5Accuracy, Loss, MAE, AUC, Precision, Recall,
                                     metrics_get)
+from bigdl_py.optim.recipes import Recipe, large_batch_recipe
