@@ -4,6 +4,7 @@ from bigdl_py.nn import init
 from bigdl_py.nn.layers import (ELU, GRU, LRN, LSTM, Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Embedding,
                                 Flatten, GlobalAvgPool2d, Identity, LeakyReLU, Linear, LogSoftMax, MaxPool2d, ReLU,
                                 ReLU6, Reshape, Sigmoid, SoftMax, Tanh)
+from bigdl_py.nn.layers.select import Narrow
 from bigdl_py.nn.containers import Sequential
 from bigdl_py.nn.graph import Add, Concat, Input, Model, Node
 from bigdl_py.nn.criterions import (BCEWithLogitsLoss, ClassNLLCriterion, Criterion, CrossEntropyLoss, L1Loss,
