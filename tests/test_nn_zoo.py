@@ -253,7 +253,7 @@ def test_lstm_classifier_matches_torch():
 
 
 def test_zero_pad_matches_torch_and_finite_differences():
-    pad = zoo.ZeroPad2d((0, 1, 2, 1))
+    pad = nn.ZeroPad2d((0, 1, 2, 1))
     x = np.random.default_rng(3).standard_normal((2, 3, 4, 2))
     np.testing.assert_array_equal(pad.forward(x), nhwc_np(F.pad(nchw(x), (0, 1, 2, 1)).numpy()))
     r = projection((2, 6, 5, 2), 4)
@@ -261,7 +261,7 @@ def test_zero_pad_matches_torch_and_finite_differences():
                                rtol=1e-9)
     assert nn.from_config(pad.get_config()).config == {"padding": [0, 1, 2, 1]}
     with pytest.raises(ValueError, match="left, right, top, bottom"):
-        zoo.ZeroPad2d((1, 2))
+        nn.ZeroPad2d((1, 2))
 
 
 def nhwc_np(a):

@@ -9,8 +9,7 @@ import numpy as np
 from bigdl_py.nn.containers import Sequential
 from bigdl_py.nn.graph import Add, Input, Model
 from bigdl_py.nn.layers import (ELU, LSTM, BatchNorm, Conv2d, Dropout, Embedding, Flatten, GlobalAvgPool2d,
-                                LeakyReLU, Linear, MaxPool2d, ReLU, ReLU6, Sigmoid, Tanh)
-from bigdl_py.nn.module import Module, register
+                                LeakyReLU, Linear, MaxPool2d, ReLU, ReLU6, Sigmoid, Tanh, ZeroPad2d)
 
 _ACTIVATIONS = {"relu": ReLU, "relu6": ReLU6, "tanh": Tanh, "sigmoid": Sigmoid, "elu": ELU,
                 "leaky_relu": LeakyReLU}
@@ -24,39 +23,6 @@ def _seeded(model, seed):
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters(rng)
     return model
-
-
-@register
-class ZeroPad2d(Module):
-    """Zero padding of the spatial axes, possibly asymmetric (torch.nn.ZeroPad2d).
-
-    EfficientNet-Lite's TensorFlow "SAME" stride-2 convolutions pad one pixel more
-    at the bottom/right than at the top/left; a symmetric conv padding cannot do that.
-
-    Args:
-        padding: int, or (left, right, top, bottom) as in torch.
-    Shape:
-        x (N, H, W, C) -> y (N, H + top + bottom, W + left + right, C).
-    """
-
-    def __init__(self, padding, name=None):
-        super().__init__(name)
-        pads = [padding] * 4 if isinstance(padding, (int, np.integer)) else list(padding)
-        if len(pads) != 4 or not all(isinstance(p, (int, np.integer)) and p >= 0 for p in pads):
-            raise ValueError(f"padding: expected an int or (left, right, top, bottom) of ints >= 0, "
-                             f"received {padding!r}")
-        self.config = {"padding": [int(p) for p in pads]}
-
-    def forward(self, x):
-        self.check_input(x, (None, None, None, None))
-        left, right, top, bottom = self.config["padding"]
-        return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-
-    def backward(self, x, grad_y):
-        left, right, top, bottom = self.config["padding"]
-        n, h, w, c = x.shape
-        self.check_input(grad_y, (n, h + top + bottom, w + left + right, c), "grad_y")
-        return np.ascontiguousarray(grad_y[:, top:top + h, left:left + w, :])
 
 
 def lenet5(num_classes=10, seed=None):
