@@ -69,36 +69,136 @@ def _feature_array_column(df, features_col):
                      f"columns, received {dtype.simpleString()}")
 
 
+BAD_FEATURE_CAUSES = ("null_features", "wrong_length", "non_finite")
+
+
+def _list_to_matrix(arr, width):
+    """An Arrow list array -> (n, width) float32 and the per-row (null, wrong length) masks."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_fixed_size_list(arr.type):
+        arr = arr.cast(pa.list_(pa.float32()))
+    n = len(arr)
+    lengths = np.asarray(pc.list_value_length(arr).fill_null(-1), dtype=np.int64)
+    null_rows = np.asarray(arr.is_null(), dtype=bool)
+    x = np.zeros((n, width), dtype=np.float32)
+    rows_ok = np.flatnonzero((lengths == width) & ~null_rows)
+    if rows_ok.size:
+        # Null elements inside an array become NaN and are counted as non-finite.
+        values = np.asarray(arr.flatten().fill_null(np.nan), dtype=np.float32)
+        offsets = np.asarray(arr.offsets, dtype=np.int64)[:-1] - int(arr.offsets[0].as_py())
+        x[rows_ok] = values[offsets[rows_ok][:, None] + np.arange(width)[None, :]]
+    return x, null_rows, (lengths != width) & ~null_rows
+
+
+def _vector_to_matrix(arr, width):
+    """A Spark ML vector column (Arrow struct type/size/indices/values) -> (n, width) float32 + masks."""
+    null_rows = np.asarray(arr.is_null(), dtype=bool)
+    # flatten() (unlike field()) respects the offset of a sliced batch.
+    child = dict(zip((f.name for f in arr.type), arr.flatten()))
+    kind = np.asarray(child["type"].fill_null(1), dtype=np.int64)
+    x, _, wrong = _list_to_matrix(child["values"], width)
+    sparse = (kind == 0) & ~null_rows
+    if sparse.any():
+        size = np.asarray(child["size"].fill_null(-1), dtype=np.int64)
+        indices, values = child["indices"], child["values"]
+        rows = np.flatnonzero(sparse)
+        sub_i, sub_v = indices.take(rows), values.take(rows)
+        counts = np.asarray(sub_i.value_lengths().fill_null(0), dtype=np.int64)
+        idx = np.asarray(sub_i.flatten(), dtype=np.int64)
+        val = np.asarray(sub_v.flatten().fill_null(np.nan), dtype=np.float32)
+        row_of = np.repeat(rows, counts)
+        bad_index = (idx < 0) | (idx >= width)
+        x[rows] = 0.0
+        ok = ~bad_index
+        x[row_of[ok], idx[ok]] = val[ok]
+        wrong = wrong.copy()
+        wrong[rows] = size[rows] != width
+        wrong[np.unique(row_of[bad_index])] = True
+    wrong &= ~null_rows
+    return x, null_rows, wrong
+
+
+def _columns_to_matrix(arrays):
+    """Numeric Arrow arrays, one per feature -> (n, k) float32; a null in any of them makes the row null."""
+    n = len(arrays[0])
+    x = np.empty((n, len(arrays)), dtype=np.float32)
+    null_rows = np.zeros(n, dtype=bool)
+    for j, a in enumerate(arrays):
+        null_rows |= np.asarray(a.is_null(), dtype=bool)
+        x[:, j] = np.asarray(a.cast("double").fill_null(0.0), dtype=np.float64)
+    return x, null_rows, np.zeros(n, dtype=bool)
+
+
+def _kind_of(arrow_type):
+    """'list', 'vector', 'number' or None for an Arrow type we cannot read as features."""
+    import pyarrow as pa
+
+    if (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
+            or pa.types.is_fixed_size_list(arrow_type)):
+        inner = arrow_type.value_type
+        return "list" if pa.types.is_integer(inner) or pa.types.is_floating(inner) else None
+    if pa.types.is_struct(arrow_type) and {f.name for f in arrow_type} == {"type", "size", "indices", "values"}:
+        return "vector"
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+        return "number"
+    return None
+
+
+def arrow_feature_matrix(batch, features_col, width):
+    """Features of an Arrow RecordBatch as an (n, width) float32 matrix and per-cause bad-row masks.
+
+    `features_col` is an array column (list of numbers), a Spark ML vector column
+    (dense or sparse) or a list of numeric columns. Bad rows are zero in the matrix
+    and flagged in the masks {"null_features", "wrong_length", "non_finite"}.
+    """
+    names = [features_col] if isinstance(features_col, str) else list(features_col)
+    for name in names:
+        if batch.schema.get_field_index(name) < 0:
+            raise ValueError(f"features column {name!r} not found; the data has columns {batch.schema.names}")
+    kinds = {name: _kind_of(batch.schema.field(name).type) for name in names}
+    wrong_type = {n: str(batch.schema.field(n).type) for n, k in kinds.items()
+                  if k is None or (len(names) > 1 and k != "number")}
+    if wrong_type:
+        raise ValueError(f"features column(s) {sorted(wrong_type)}: expected a Spark ML vector, an array of "
+                         f"numbers or numeric columns, found {wrong_type}")
+    if len(names) > 1 or kinds[names[0]] == "number":
+        if len(names) != width:
+            raise ValueError(f"features columns {names}: expected {width} numeric columns, found {len(names)}")
+        x, null_rows, wrong = _columns_to_matrix([batch.column(n) for n in names])
+    elif kinds[names[0]] == "vector":
+        x, null_rows, wrong = _vector_to_matrix(batch.column(names[0]), width)
+    else:
+        x, null_rows, wrong = _list_to_matrix(batch.column(names[0]), width)
+    non_finite = ~np.isfinite(x).all(axis=1) & ~null_rows & ~wrong
+    x[non_finite] = 0.0
+    return x, dict(null_features=null_rows, wrong_length=wrong, non_finite=non_finite)
+
+
+def describe_bad_rows(column, counts, width):
+    """'N bad row(s) (a with null features, ...; expected W finite values per row)' for error messages."""
+    described = ", ".join(f"{v} with {k.replace('_', ' ')}" for k, v in counts.items() if v)
+    return (f"{column}: {sum(counts.values())} bad row(s) ({described}; expected {width} finite values "
+            f"per row)")
+
+
 def _convert_partition(batches, run_dir, width, policy, has_label):
     """Arrow batches of one partition -> checked float32 arrays written to run_dir."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     from pyspark import TaskContext
 
     p = TaskContext.get().partitionId()
     xs, ys = [], []
     bad = dict(null_features=0, wrong_length=0, non_finite=0, null_label=0)
     for batch in batches:
-        feats = batch.column("features")
-        n = len(feats)
-        if n == 0:
+        if batch.num_rows == 0:
             continue
-        lengths = np.asarray(pc.list_value_length(feats).fill_null(-1), dtype=np.int64)
-        null_rows = np.asarray(feats.is_null(), dtype=bool)
-        # Null elements inside an array become NaN and are counted as non-finite.
-        values = np.asarray(feats.flatten().fill_null(np.nan), dtype=np.float32)
-        keep = (lengths == width) & ~null_rows
-        bad["null_features"] += int(null_rows.sum())
-        bad["wrong_length"] += int(((lengths != width) & ~null_rows).sum())
-        x = np.zeros((n, width), dtype=np.float32)
-        rows_ok = np.flatnonzero(keep)
-        if rows_ok.size:
-            offsets = np.asarray(feats.offsets, dtype=np.int64)[:-1] - int(feats.offsets[0].as_py())
-            take = (offsets[rows_ok][:, None] + np.arange(width)[None, :])
-            x[rows_ok] = values[take]
-        finite = np.isfinite(x).all(axis=1)
-        bad["non_finite"] += int((keep & ~finite).sum())
-        keep &= finite
+        x, causes = arrow_feature_matrix(batch, "features", width)
+        keep = np.ones(batch.num_rows, dtype=bool)
+        for cause, mask in causes.items():
+            bad[cause] += int(mask.sum())
+            keep &= ~mask
         if has_label:
             label = batch.column("label")
             label_null = np.asarray(label.is_null(), dtype=bool)
@@ -154,23 +254,35 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
     P = num_partitions or df.sparkSession.sparkContext.defaultParallelism
     if data.rdd.getNumPartitions() != P:
         data = data.repartition(P)
-    run_dir = os.path.join(cache_root or default_cache_root(), f"run-{uuid.uuid4().hex}")
-    os.makedirs(run_dir, exist_ok=True)
+    run_dir = new_run_dir(cache_root)
     has_label = label_col is not None
     schema = ("partition long, rows long, label_min double, label_max double, null_features long, "
               "wrong_length long, non_finite long, null_label long")
     rows = data.mapInArrow(lambda it: _convert_partition(it, run_dir, width, policy, has_label),
                            schema).collect()
-    rows = sorted(rows, key=lambda r: r.partition)
+    return summarize_conversion([r.asDict() for r in rows], run_dir, width, feature_shape, policy, has_label,
+                                f"features column {features_col!r} / label column {label_col!r}")
+
+
+def new_run_dir(cache_root):
+    run_dir = os.path.join(cache_root or default_cache_root(), f"run-{uuid.uuid4().hex}")
+    os.makedirs(run_dir, exist_ok=True)
+    return run_dir
+
+
+def summarize_conversion(rows, run_dir, width, feature_shape, policy, has_label, source):
+    """PartitionedData from the per-partition rows `_convert_partition` reported.
+
+    Raises (policy "error") naming `source` and the bad-row counts by cause."""
+    rows = sorted(rows, key=lambda r: r["partition"])
     bad = {k: sum(r[k] for r in rows) for k in ("null_features", "wrong_length", "non_finite", "null_label")}
     if policy == "error" and any(bad.values()):
         described = ", ".join(f"{v} with {k.replace('_', ' ')}" for k, v in bad.items() if v)
-        raise ValueError(f"features column {features_col!r} / label column {label_col!r}: {sum(bad.values())} bad "
-                         f"row(s) ({described}; expected {width} finite values per row and a label); "
-                         f"fix the data or use policy='skip' to drop them")
-    sizes = [int(r.rows) for r in rows]
-    mins = [r.label_min for r in rows if r.rows]
-    label_range = (min(mins), max(r.label_max for r in rows if r.rows)) if has_label and mins else None
+        raise ValueError(f"{source}: {sum(bad.values())} bad row(s) ({described}; expected {width} finite values "
+                         f"per row and a label); fix the data or use policy='skip' to drop them")
+    sizes = [int(r["rows"]) for r in rows]
+    mins = [r["label_min"] for r in rows if r["rows"]]
+    label_range = (min(mins), max(r["label_max"] for r in rows if r["rows"])) if has_label and mins else None
     shape = tuple(feature_shape) if feature_shape is not None else (width,)
     return PartitionedData(run_dir, sizes, bad, shape, label_range)
 
