@@ -172,7 +172,7 @@ def arrow_feature_matrix(batch, features_col, width):
     else:
         x, null_rows, wrong = _list_to_matrix(batch.column(names[0]), width)
     non_finite = ~np.isfinite(x).all(axis=1) & ~null_rows & ~wrong
-    x[non_finite] = 0.0
+    x[non_finite | wrong | null_rows] = 0.0
     return x, dict(null_features=null_rows, wrong_length=wrong, non_finite=non_finite)
 
 
