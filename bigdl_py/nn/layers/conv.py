@@ -1,4 +1,5 @@
 """2-D convolution over channels-last (NHWC) activations."""
+from bigdl_py.kernels import activation as kact
 from bigdl_py.kernels import conv as kconv
 from bigdl_py.kernels._checks import check_pair, check_positive_int
 from bigdl_py.nn import init
@@ -73,7 +74,7 @@ class Conv2d(Module):
         if self.config["activation"] == "relu":
             y = cached(self, self._y)
             self.check_input(grad_y, y.shape, "grad_y")
-            grad_y = grad_y * (y > 0)  # the kernel wants the gradient before the fused ReLU
+            grad_y = kact.relu_backward(y, None, grad_y)  # the kernel wants the gradient before the fused ReLU
         dx, dw, db = kconv.conv2d_backward(as_float(x, w.dtype), w, grad_y, has_bias=self.config["bias"],
                                            need_dx=self.input_grad_needed, **self._geometry())
         self.grads["weight"] += dw
