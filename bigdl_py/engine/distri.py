@@ -2,12 +2,16 @@
 
 Each iteration, every training partition computes the gradient SUM over its share
 of the global batch (chosen by the same PartitionedSampler the LocalOptimizer
-uses), the block-manager all-reduce sums the pieces per slice on executors, divides
-by the number of samples and runs the optimizer on each slice where its state
-lives. With the same partition sizes and seed this reproduces LocalOptimizer's
-weights to float32 round-off.
+uses), an all-reduce sums the pieces per slice, divides by the number of samples
+and runs the optimizer on each slice where its state lives. With the same partition
+sizes and seed this reproduces LocalOptimizer's weights to float32 round-off.
+
+Two sync backends: "blockmanager" (one Spark job per iteration, slices moved as
+Spark blocks; sync/blockmanager.py) and "ring" (one barrier stage for the whole
+run, TCP all-reduce between the tasks; engine/ring_driver.py, sync/ring.py).
 """
 import json
+import logging
 import os
 import pickle
 import time
@@ -26,7 +30,11 @@ from bigdl_py.optim.optimizers import optimizers_get
 from bigdl_py.optim.schedules import schedules_get
 from bigdl_py.shipping import ensure_importable_on_executors
 from bigdl_py.sync.blockmanager import BlockManagerAllReduce, slice_bounds, to_bf16
+from bigdl_py.sync.choice import choose_backend
+from bigdl_py.sync.ring import owner_chunks
 
+SYNC_BACKENDS = ("blockmanager", "ring", "auto")
+_LOG = logging.getLogger("bigdl_py")
 _WORKER = {}  # per Python worker: run id -> (model, weights, grads, criterion)
 
 
@@ -47,13 +55,14 @@ def _replica(run_id, model_config, criterion_config, threads):
 
 
 class DistriOptimizer(BaseOptimizer):
-    """Train `model` on a Spark DataFrame with synchronous data-parallel SGD.
+    """Train `model` on a Spark DataFrame (or RDD of samples) with synchronous data-parallel SGD.
 
     Args:
         model, criterion, optim_method, batch_size, end_trigger, learning_rate,
         schedule, seed: as LocalOptimizer (batch_size is the GLOBAL batch).
         df: DataFrame with a features column (vector, array, or a list of numeric
-            columns) and a numeric label column.
+            columns) and a numeric label column; or an RDD of (features ndarray,
+            label) tuples (features_col/label_col are then unused).
         features_col, label_col, feature_shape: see data.partitions.materialize_dataframe.
         num_partitions: training partitions P (default: Spark's default parallelism).
         num_slices: slices of the flat vector (default P).
@@ -61,7 +70,18 @@ class DistriOptimizer(BaseOptimizer):
         compress: None or "bf16" (gradient pieces sent as bfloat16, rounded to nearest).
         cache_root: folder for the converted partitions (must be readable by executors).
         lineage_every: cut the RDD lineage (write the slices and reload them) every
-            this many iterations, so recovery replays at most that many.
+            this many iterations, so recovery replays at most that many (for "ring":
+            write a recovery checkpoint every this many iterations).
+        sync: "blockmanager" (default), "ring" (one barrier stage, TCP all-reduce
+            between the tasks; compress is not supported), or "auto" (picked from
+            the model size and a measured iteration; the choice is logged and kept
+            in `sync_choice`).
+        ring_timeout: seconds a ring task may wait for a peer or the driver during an
+            iteration before the attempt is declared failed.
+        ring_idle_timeout: seconds a ring task waits for the driver's next command
+            (the driver may be validating or paused between iterations).
+        max_restarts: ring failures (lost task, executor or stage) recovered from the
+            last checkpoint before a TrainingError.
 
     Example:
         opt = DistriOptimizer(lenet5(), CrossEntropyLoss(), SGD(momentum=0.9), df,
@@ -72,28 +92,44 @@ class DistriOptimizer(BaseOptimizer):
     def __init__(self, model, criterion, optim_method, df, batch_size, end_trigger=None, learning_rate=0.01,
                  schedule=None, seed=0, features_col="features", label_col="label", feature_shape=None,
                  num_partitions=None, num_slices=None, bad_rows="error", compress=None, cache_root=None,
-                 lineage_every=50, threads_per_task=1):
+                 lineage_every=50, threads_per_task=1, sync="blockmanager", ring_timeout=120.0,
+                 ring_idle_timeout=900.0, max_restarts=6):
         super().__init__(model, criterion, optim_method, batch_size, end_trigger, learning_rate, schedule, seed)
         if compress not in (None, "bf16"):
             raise ValueError(f"compress: expected None or 'bf16', received {compress!r}")
-        self.sc = df.sparkSession.sparkContext
+        if sync not in SYNC_BACKENDS:
+            raise ValueError(f"sync: expected one of {SYNC_BACKENDS}, received {sync!r}")
+        if sync == "ring" and compress is not None:
+            raise ValueError("compress='bf16' is only supported with sync='blockmanager'")
+        self.sc = df.context if _is_rdd(df) else df.sparkSession.sparkContext
         ensure_importable_on_executors(self.sc)
-        self.data = materialize_dataframe(df, features_col, label_col, feature_shape, num_partitions,
-                                          cache_root, bad_rows)
         self.data_spec = dict(features_col=features_col, label_col=label_col, feature_shape=feature_shape,
                               cache_root=cache_root, bad_rows=bad_rows)
+        self.data = self._materialize(df, num_partitions)
         self.num_slices = num_slices or self.data.num_partitions
         self.compress = compress
         self.lineage_every = int(lineage_every)
         self.threads_per_task = int(threads_per_task)
         self.sampler = PartitionedSampler(self.data.sizes, self.batch_size, self.seed)
         self.metrics = []  # per-iteration timing breakdown
+        self.sync = sync
+        self.sync_choice = None  # (backend, reason) once optimize() resolved "auto"
+        self.ring_timeout, self.ring_idle_timeout = float(ring_timeout), float(ring_idle_timeout)
+        self.max_restarts = int(max_restarts)
+        self.ring_task_pids = []  # Python worker pids of the running ring tasks (diagnostics, fault tests)
+
+    def _materialize(self, data, num_partitions):
+        spec = self.data_spec
+        if _is_rdd(data):
+            from bigdl_py.data.rdd_input import materialize_rdd  # the lead's module, landing separately
+
+            return materialize_rdd(data, spec["feature_shape"], num_partitions, spec["cache_root"], spec["bad_rows"])
+        return materialize_dataframe(data, spec["features_col"], spec["label_col"], spec["feature_shape"],
+                                     num_partitions, spec["cache_root"], spec["bad_rows"])
 
     def set_validation(self, df, metrics, trigger=None, batch_size=None):
-        """Validate on a DataFrame, on the executors, whenever `trigger` fires."""
-        spec = self.data_spec
-        data = materialize_dataframe(df, spec["features_col"], spec["label_col"], spec["feature_shape"],
-                                     self.data.num_partitions, spec["cache_root"], spec["bad_rows"])
+        """Validate on a DataFrame (or an RDD of samples), on the executors, whenever `trigger` fires."""
+        data = self._materialize(df, self.data.num_partitions)
         self.validation = dict(data=data, metrics=list(metrics), trigger=trigger or _every_epoch(),
                                batch_size=batch_size or max(self.batch_size, 256))
         return self
@@ -106,25 +142,76 @@ class DistriOptimizer(BaseOptimizer):
 
     # ---- the training loop ----------------------------------------------------------
     def optimize(self, resume_from=None):
-        model, sampler = self.model, self.sampler
-        weights = model.parameters_flat()[0]
-        boundaries = [start for _, start, _ in model.parameter_segments()]
+        """Train until the end trigger fires; returns the model.
+
+        resume_from: a checkpoint directory (either backend's, or the local engine's),
+        or "latest" for the newest one under the checkpoint path.
+        """
+        weights = self.model.parameters_flat()[0]
+        boundaries = [start for _, start, _ in self.model.parameter_segments()]
         bounds = slice_bounds(weights.size, self.num_slices, boundaries)
-        sync = BlockManagerAllReduce(self.sc, bounds, self.data.num_partitions)
-        step, epoch, start_iter = 0, 0, 0
+        position, path = (0, 0, 0), None
         if resume_from is not None:
             path = ckpt.latest(self.checkpoint["path"]) if resume_from == "latest" else ckpt.local_path(resume_from)
             if path is not None:
                 meta = ckpt.read_meta(path)
                 ckpt.check_size(path, meta, weights.size)
-                step, epoch, start_iter = int(meta["step"]), int(meta["epoch"]), int(meta["iteration"])
+                position = int(meta["step"]), int(meta["epoch"]), int(meta["iteration"])
                 self.schedule = schedules_get(meta["schedule"])
-                ckpt.load_buffers(path, model)
-                sync.set_slices(_slices_from_checkpoint(path, self.optim_method.get_config()))
-        if sync.W is None:
-            sync.set_slices(_fresh_slices(weights.copy(), self.optim_method.get_config()))
-
+                ckpt.load_buffers(path, self.model)
+        backend = self._resolve_sync()
         run_id = f"{os.path.basename(self.data.run_dir)}-{time.time_ns()}"
+        if backend == "ring":
+            weights[:] = self._optimize_ring(run_id, bounds, boundaries, position, path)
+        else:
+            self._optimize_blockmanager(run_id, bounds, boundaries, position, path)
+        return self.model
+
+    def ring_ranks(self):
+        """Barrier tasks of the ring: one per training partition, at most one per task slot.
+
+        A barrier stage needs all its tasks running at once; with fewer slots than
+        partitions each task trains a contiguous group of partitions.
+        """
+        return max(1, min(self.data.num_partitions, self.sc.defaultParallelism))
+
+    def _resolve_sync(self):
+        if self.sync != "auto":
+            self.sync_choice = (self.sync, "requested")
+            return self.sync
+        compute_s = _measure_compute(self.model, self.criterion, self.data.feature_shape,
+                                     -(-self.batch_size // self.data.num_partitions), self.threads_per_task)
+        t0 = time.perf_counter()
+        self.sc.parallelize(range(self.ring_ranks()), self.ring_ranks()).count()
+        self.sync_choice = choose_backend(self.model.num_parameters(), compute_s, self.ring_ranks(),
+                                          time.perf_counter() - t0)
+        _LOG.warning("DistriOptimizer sync='auto' chose %r: %s", *self.sync_choice)
+        return self.sync_choice[0]
+
+    def _optimize_ring(self, run_id, bounds, boundaries, position, path):
+        from bigdl_py.engine.ring_driver import RingDriver
+
+        R, P = self.ring_ranks(), self.data.num_partitions
+        chunks, owners = owner_chunks(bounds, R)
+        v = self.validation
+        cfg = dict(run_id=run_id, model_config=json.dumps(self.model.get_config()),
+                   criterion_config=json.dumps(self.criterion.get_config()), threads=self.threads_per_task,
+                   optim_config=self.optim_method.get_config(), sampler=self.sampler, seed=self.seed,
+                   run_dir=self.data.run_dir, feature_shape=self.data.feature_shape,
+                   partitions=[[p for p in range(P) if p * R // P == r] for r in range(R)],
+                   bounds=bounds, chunks=chunks, owners=owners, boundaries=boundaries,
+                   clip_value=self.clip_value, initial=None if path else self.model.parameters_flat()[0].copy(),
+                   validation=v and dict(run_dir=v["data"].run_dir, feature_shape=v["data"].feature_shape,
+                                         metrics=v["metrics"], batch_size=v["batch_size"]))
+        return RingDriver(self, cfg, R).train(*position, path)
+
+    def _optimize_blockmanager(self, run_id, bounds, boundaries, position, path):
+        model, sampler = self.model, self.sampler
+        sync = BlockManagerAllReduce(self.sc, bounds, self.data.num_partitions)
+        optim_config = self.optim_method.get_config()
+        sync.set_slices(_slices_from_checkpoint(path, optim_config) if path
+                        else _fresh_slices(model.parameters_flat()[0].copy(), optim_config))
+        step, epoch, start_iter = position
         model_config = json.dumps(model.get_config())
         criterion_config = json.dumps(self.criterion.get_config())
         log = TrainingLog(self.log_path)
@@ -168,8 +255,7 @@ class DistriOptimizer(BaseOptimizer):
                 epoch, start_iter = (epoch + 1, 0) if not done else (epoch, start_iter)
         finally:
             log.close()
-        weights[:] = sync.collect_weights()
-        return model
+        model.parameters_flat()[0][:] = sync.collect_weights()
 
     def forward_seed_base(self, epoch, iteration):
         """forward_seed(epoch, iteration, p) = seed_for(base + [p]), computed on the executor."""
@@ -177,12 +263,15 @@ class DistriOptimizer(BaseOptimizer):
 
     def _timing(self, step, epoch, loss, lr, wall, stats, results):
         """Where the iteration's wall time went (the slowest partition decides compute)."""
-        compute = stats["compute_max"]
-        data = stats["data_max"]
-        sync = max(r["update_s"] for r in results) + stats["assemble_max"]
-        driver_bytes = len(pickle.dumps(results))
-        entry = dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=stats["count"],
-                     samples_s=stats["count"] / wall, wall_ms=wall * 1e3, compute_ms=compute * 1e3,
+        return self.timing_entry(step, epoch, loss, lr, wall, stats["count"], compute=stats["compute_max"],
+                                 data=stats["data_max"],
+                                 sync=max(r["update_s"] for r in results) + stats["assemble_max"],
+                                 driver_bytes=len(pickle.dumps(results)))
+
+    def timing_entry(self, step, epoch, loss, lr, wall, count, compute, data, sync, driver_bytes):
+        """The per-iteration log entry (both backends); also appended to `metrics`."""
+        entry = dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=count,
+                     samples_s=count / wall, wall_ms=wall * 1e3, compute_ms=compute * 1e3,
                      data_ms=data * 1e3, sync_ms=sync * 1e3,
                      overhead_ms=max(wall - compute - data - sync, 0.0) * 1e3, driver_bytes=driver_bytes)
         self.metrics.append(entry)
@@ -199,6 +288,33 @@ class DistriOptimizer(BaseOptimizer):
         tmp = ckpt.begin(root)
         sync.foreach_slice(lambda s, lo, hi, w, state: ckpt.write_slice(tmp, s, lo, hi, w, state))
         return ckpt.commit(tmp, root, dict(meta, slices=[list(b) for b in bounds]), self.model, keep=keep)
+
+
+def _is_rdd(data):
+    from pyspark import RDD
+
+    return isinstance(data, RDD)
+
+
+def _measure_compute(model, criterion, feature_shape, share, threads):
+    """Seconds of one forward/backward over a partition's share, measured on the driver (best of 3)."""
+    from bigdl_py.kernels.threads import set_num_threads
+
+    replica = from_config(model.get_config())
+    replica.parameters_flat()
+    replica.set_input_grad_needed(False)
+    loss = sum_reduction(criterion)
+    x = np.random.default_rng(0).standard_normal((share,) + tuple(feature_shape)).astype(np.float32)
+    set_num_threads(threads)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        out = replica.forward(x)
+        y = np.zeros(len(out), dtype=np.int64)
+        loss.forward(out, y)
+        replica.backward(x, loss.backward(out, y))
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _every_epoch():
@@ -259,17 +375,21 @@ def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, it
     return compute
 
 
+def apply_update(optim_config, weights, total, state, count, lr, step, boundaries, lo, hi, clip_value):
+    """One slice's optimizer step from its gradient SUM over `count` samples (both backends)."""
+    if count:
+        g = total / np.float32(count)
+        if clip_value is not None:
+            np.clip(g, clip_value[0], clip_value[1], out=g)
+        segs = np.array([b - lo for b in boundaries if lo <= b < hi] + [hi - lo])
+        optimizers_get(optim_config).update(weights, g, state, lr, step, segs)
+
+
 def _update_fn(optim_config, lr, step, boundaries, bounds, clip_value):
     def update(s, weights, state, total, stats):
         t0 = time.perf_counter()
         count = sum(st["count"] for st in stats)
-        lo, hi = bounds[s]
-        if count:
-            g = total / np.float32(count)
-            if clip_value is not None:
-                np.clip(g, clip_value[0], clip_value[1], out=g)
-            segs = np.array([b - lo for b in boundaries if lo <= b < hi] + [hi - lo])
-            optimizers_get(optim_config).update(weights, g, state, lr, step, segs)
+        apply_update(optim_config, weights, total, state, count, lr, step, boundaries, *bounds[s], clip_value)
         result = dict(update_s=time.perf_counter() - t0)
         if s == 0:  # one slice reports the iteration's statistics
             result.update(loss_sum=sum(st["loss_sum"] for st in stats), count=count,

@@ -1,0 +1,298 @@
+"""Driver side of the ring backend: barrier-stage launches, the command loop, recovery.
+
+Training runs as ONE barrier stage of R long-lived tasks (ring_worker.py). The driver
+keeps what only it can decide: it sends every task each iteration's command (step,
+epoch, iteration, learning rate from the schedule), receives the few statistics
+back, and runs the same bookkeeping as the block-manager path (log, validation
+trigger, end trigger, checkpoints) between iterations. Validation runs on the
+executors inside the stage: each rank evaluates its validation partitions with the
+current weights and returns mergeable metric partials.
+
+Recovery: every `lineage_every` steps (and at every user checkpoint) the slice
+owners write a checkpoint, the recovery point. If a task, an executor or the stage
+fails, the driver takes a fresh set of tasks (Spark's own retry of the barrier
+stage, or a new launch after a backoff when Spark gives up), initialises them from
+the recovery point and replays the iterations since, silently: the replayed steps
+are not logged, validated or checkpointed twice, and give the same bits (fixed
+sampling, seeds and reduction orders). After `max_restarts` failures a
+TrainingError says what failed.
+"""
+import hmac
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+
+import numpy as np
+
+from bigdl_py.engine import checkpoint as ckpt
+from bigdl_py.engine import ring_control as control
+from bigdl_py.engine.base import TrainingError, metric_results
+from bigdl_py.engine.ring_worker import ring_task
+from bigdl_py.engine.training_log import TrainingLog
+
+TOKEN_BYTES = 32
+# Failures a restart can cure: a peer, the driver link or an executor went away.
+_TRANSIENT = ("CollectiveError", "ControlError", "ConnectionError", "ConnectionResetError", "BrokenPipeError",
+              "TimeoutError", "ExecutorLostFailure", "Lost executor", "TaskKilled", "FetchFailed",
+              "requires more slots", "BarrierJobSlotsNumberCheckFailed", "Python worker exited unexpectedly")
+
+
+class TaskFailure(RuntimeError):
+    """The tasks of the current launch failed or vanished (recoverable by a restart)."""
+
+
+class _Session:
+    """The R control connections of one set of tasks, used in lock step."""
+
+    def __init__(self, key, conns, timeout):
+        self.key, self.conns, self.timeout = key, conns, timeout
+        self.received = 0
+
+    def all(self, cmd):
+        """Send cmd to every rank; return the replies in rank order."""
+        try:
+            for conn in self.conns:
+                control.send_msg(conn, cmd)
+            replies = []
+            for rank, conn in enumerate(self.conns):
+                (kind, value), nbytes = control.recv_msg(conn)
+                self.received += nbytes
+                if kind != "ok":
+                    raise TaskFailure(value) if _transient(value) else TrainingError(f"ring training task {value}")
+                replies.append(value)
+            return replies
+        except control.ControlError as e:
+            raise TaskFailure(f"a training task stopped answering during {cmd[0]!r} ({e})") from None
+
+    def tell(self, cmd):
+        for conn in self.conns:
+            control.send_msg(conn, cmd)
+
+    def close(self):
+        for conn in self.conns:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+class RingDriver:
+    """Runs one ring training: launches, sessions, the iteration loop.
+
+    Args:
+        opt: the DistriOptimizer (settings, triggers, log, checkpoint helpers).
+        cfg: the task configuration shared by every launch (ring_worker.RingWorker).
+        ranks: R, the number of barrier tasks.
+    """
+
+    def __init__(self, opt, cfg, ranks):
+        self.opt, self.sc, self.ranks = opt, opt.sc, ranks
+        self.timeout, self.max_restarts = opt.ring_timeout, opt.max_restarts
+        self.token = secrets.token_bytes(TOKEN_BYTES)
+        host = self.sc.getConf().get("spark.driver.host", "127.0.0.1")
+        self.server = socket.create_server((host, 0))
+        self.cfg = dict(cfg, driver=f"{host}:{self.server.getsockname()[1]}", token=self.token,
+                        timeout=self.timeout, idle_timeout=opt.ring_idle_timeout)
+        self.events = queue.Queue()
+        self.launch, self.restarts = 0, 0
+        self.group = f"bigdl_py-ring-{secrets.token_hex(4)}"
+        self.stopping = False
+        threading.Thread(target=self._accept, daemon=True, name="ring-accept").start()
+
+    # ---- connections and launches -------------------------------------------------
+    def _accept(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._greet, args=(conn,), daemon=True).start()
+
+    def _greet(self, conn):
+        """Check the token before reading anything else, then queue the hello."""
+        conn.settimeout(self.timeout)
+        try:
+            if not hmac.compare_digest(control.recv_exact(conn, TOKEN_BYTES), self.token):
+                raise control.ControlError("wrong token")
+            (kind, launch, attempt, rank, pid), _ = control.recv_msg(conn)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.events.put(("hello", (launch, attempt), rank, conn, pid))
+        except (control.ControlError, ValueError, TypeError, OSError):
+            conn.close()
+
+    def _start_launch(self):
+        self.launch += 1
+        cfg, launch, R = dict(self.cfg, launch=self.launch), self.launch, self.ranks
+        group = f"{self.group}-{launch}"
+
+        def run():
+            self.sc.setJobGroup(group, f"bigdl_py ring training (launch {launch})", interruptOnCancel=True)
+            try:
+                result = self.sc.parallelize(range(R), R).barrier().mapPartitions(ring_task(cfg)).collect()
+                self.events.put(("stage_done", launch, result, None))
+            except Exception as e:  # reported to the driver loop, which decides
+                self.events.put(("stage_done", launch, None, e))
+
+        threading.Thread(target=run, daemon=True, name=f"ring-stage-{launch}").start()
+
+    def _session(self, after):
+        """The next complete set of R connected tasks of the current launch (newer than `after`)."""
+        pending = {}
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                event = self.events.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                self._failed(TaskFailure(f"the {self.ranks} ring tasks did not all connect within "
+                                         f"{self.timeout:g} s"))
+                deadline = time.monotonic() + self.timeout
+                continue
+            if event[0] == "hello":
+                _, key, rank, conn, pid = event
+                if key[0] != self.launch or (after is not None and key <= after):
+                    conn.close()
+                    continue
+                pending.setdefault(key, {})[rank] = (conn, pid)
+                if len(pending[key]) == self.ranks:
+                    for other, conns in pending.items():
+                        if other != key:
+                            for c, _ in conns.values():
+                                c.close()
+                    conn_list = [pending[key][r][0] for r in range(self.ranks)]
+                    for c in conn_list:
+                        c.settimeout(self.timeout)
+                    self.opt.ring_task_pids = [pending[key][r][1] for r in range(self.ranks)]
+                    return _Session(key, conn_list, self.timeout)
+            elif event[0] == "stage_done" and event[1] == self.launch:
+                error = event[3] or TaskFailure("the training stage ended before training did")
+                if not _transient(str(error)):  # a bug or bad data: a restart would fail the same way
+                    raise TrainingError(f"the ring training stage failed: {_short(error)}")
+                self._failed(TaskFailure(f"the barrier stage failed: {_short(error)}"))
+                deadline = time.monotonic() + self.timeout
+
+    def _count(self, error):
+        """Count a failure; give up with a clear error after max_restarts."""
+        self.restarts += 1
+        if self.restarts > self.max_restarts:
+            raise TrainingError(f"ring training failed {self.restarts} times (max_restarts={self.max_restarts}); "
+                                f"last failure: {error}")
+
+    def _failed(self, error):
+        """The launch is dead (Spark gave up on it, or it never connected): launch anew after a backoff."""
+        self._count(error)
+        self.sc.cancelJobGroup(f"{self.group}-{self.launch}")
+        time.sleep(min(2 ** (self.restarts - 1), 8))  # a lost executor needs time to be replaced
+        self._start_launch()
+
+    def _final_weights(self):
+        """Rank 0's weights, returned by the stage once every task stopped."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            event = self.events.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if event[0] == "stage_done" and event[1] == self.launch:
+                if event[3] is not None:
+                    raise TrainingError(f"the ring training stage failed while stopping: {_short(event[3])}")
+                return event[2][0]
+            if event[0] == "hello":
+                event[3].close()
+
+    # ---- training ---------------------------------------------------------------
+    def train(self, step, epoch, start_iter, source):
+        """Train from (step, epoch, iteration) with weights/state from `source` (None: initial)."""
+        opt = self.opt
+        self.recovery = (source, step, epoch, start_iter)
+        self.logged, self.lrs, self.score = step, {}, None
+        log = TrainingLog(opt.log_path)
+        self._start_launch()
+        session, last_key = None, None
+        try:
+            while True:
+                session = self._session(last_key)
+                last_key = session.key
+                try:
+                    session.all(("init", self.recovery[0]))
+                    self._iterate(session, log)
+                    session.tell(("stop",))
+                    return self._final_weights()
+                except TaskFailure as e:
+                    # Spark retries the failed barrier stage (new hellos, a newer attempt) or gives
+                    # up on it (stage_done with an error, then _session launches anew).
+                    session.close()
+                    self._count(e)
+        except BaseException:
+            self.sc.cancelJobGroup(f"{self.group}-{self.launch}")
+            raise
+        finally:
+            self.stopping = True
+            if session is not None:
+                session.close()
+            self.server.close()
+            log.close()
+
+    def _iterate(self, session, log):
+        opt, sampler = self.opt, self.opt.sampler
+        _, step, epoch, i = self.recovery
+        while True:
+            replay = step + 1 <= self.logged
+            lr = self.lrs[step + 1] if replay else opt.lr_at(step + 1, epoch)
+            received = session.received
+            t0 = time.perf_counter()
+            stats = session.all(("step", dict(step=step + 1, epoch=epoch, iteration=i, lr=lr)))
+            wall = time.perf_counter() - t0
+            step += 1
+            epoch_finished = i == sampler.iterations_per_epoch - 1
+            next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
+            if replay:  # recovery: this step was logged, validated and checkpointed before the failure
+                epoch, i = next_pos
+                continue
+            count = sum(s["count"] for s in stats)
+            loss = sum(s["loss_sum"] for s in stats) / max(count, 1)
+            if not np.isfinite(loss):
+                raise TrainingError(f"step {step}: the loss is {loss} (training diverged); "
+                                    f"the last good checkpoint is kept")
+            self.lrs[step] = lr
+            entry = opt.timing_entry(step, epoch, loss, lr, wall, count,
+                                     compute=max(s["compute_s"] for s in stats),
+                                     data=max(s["data_s"] for s in stats),
+                                     sync=max(s["sync_s"] for s in stats),
+                                     driver_bytes=session.received - received)
+            state, self.score = opt.finish_step(log, entry, epoch, step, epoch_finished, loss, self.score,
+                                                lambda: self._validate(session))
+            self.logged = step
+            done = bool(opt.end_trigger(state))
+            user_ckpt = opt.checkpoint and (done or opt.checkpoint["trigger"](state))
+            if user_ckpt or step % opt.lineage_every == 0:
+                root = opt.checkpoint["path"] if user_ckpt else os.path.join(opt.data.run_dir, "lineage")
+                path = self._checkpoint(session, root, opt.meta(step, *next_pos),
+                                        keep=opt.checkpoint["keep"] if user_ckpt else 1)
+                self.recovery = (path, step, *next_pos)
+            if done:
+                return
+            epoch, i = next_pos
+
+    def _validate(self, session):
+        v = self.opt.validation
+        per_rank = session.all(("validate",))
+        return metric_results(v["metrics"], [parts for rank in per_rank for parts in rank])
+
+    def _checkpoint(self, session, root, meta, keep):
+        tmp = ckpt.begin(root)
+        session.all(("checkpoint", tmp))
+        return ckpt.commit(tmp, root, dict(meta, slices=[list(b) for b in self.cfg["bounds"]]), self.opt.model,
+                           keep=keep)
+
+
+def _transient(text):
+    return any(marker in text for marker in _TRANSIENT)
+
+
+def _short(error):
+    """The first line of a (possibly Java-wrapped) exception."""
+    text = str(error).strip()
+    for line in text.splitlines():
+        if "Error:" in line or "Exception:" in line:
+            return line.strip()[:500]
+    return text.splitlines()[0][:500] if text else type(error).__name__

@@ -1,0 +1,304 @@
+"""The ring backend's training task: one long-lived barrier task per rank.
+
+The task rendezvouses with the other ranks (`BarrierTaskContext.allGather` of
+"host:port" of a socket bound to its executor's own address), connects to the
+driver, and then obeys the driver's commands until told to stop:
+
+- ("init", source): load the full weights and the optimizer state of the slices
+  this rank owns (from the initial weights or from a checkpoint);
+- ("step", ...): forward/backward over this rank's training partitions' shares of
+  the global batch (the PartitionedSampler, seeds and summed criterion of the
+  block-manager path), reduce-scatter of the gradient, optimizer step on the owned
+  slices, all-gather of the weights; replies with the iteration's statistics;
+- ("validate",) / ("checkpoint", folder): metric partials over this rank's
+  validation partitions / write the owned slices into the checkpoint folder;
+- ("stop",): rank 0 returns the final weights.
+
+Overlap: with the ring schedule the gradient is cut into buckets of whole layers.
+For a Sequential model the last partition's backward runs layer by layer and hands
+each finished bucket to a communication thread, which reduce-scatters it while the
+earlier layers' backward continues. What overlaps is what releases the GIL: BLAS
+GEMMs (linear layers, the GEMM of every convolution), numpy element-wise work and
+socket I/O; the numba kernels (im2col/col2im, pooling, activations) are compiled
+without nogil and hold it.
+"""
+import os
+import queue
+import threading
+import time
+
+import numpy as np
+
+from bigdl_py.engine import checkpoint as ckpt
+from bigdl_py.engine import ring_control as control
+from bigdl_py.engine.base import metric_partials, seed_for
+from bigdl_py.sync import ring
+
+BUCKET_BYTES = 64 * 1024  # smallest bucket: smaller ones pay the ring's R-1 latencies too often
+
+
+def layer_buckets(model, min_bytes=BUCKET_BYTES):
+    """Buckets of consecutive children of a Sequential, last layers first.
+
+    Returns [(child indices, lo, hi)], or None when the model is not a Sequential
+    (then the whole gradient is one bucket, sent after the backward pass).
+    """
+    from bigdl_py.nn.containers import Sequential
+
+    if not isinstance(model, Sequential):
+        return None
+    spans = {}
+    for name, lo, hi in model.parameter_segments():
+        k = int(name.split(".", 1)[0])
+        a, b = spans.get(k, (lo, hi))
+        spans[k] = (min(a, lo), max(b, hi))
+    buckets, members, lo, hi = [], [], None, None
+    for k in reversed(range(len(model))):
+        members.append(k)
+        if k in spans:
+            lo = spans[k][0]
+            hi = spans[k][1] if hi is None else hi
+        if lo is not None and (hi - lo) * 4 >= min_bytes:
+            buckets.append((members, lo, hi))
+            members, lo, hi = [], None, None
+    if members and lo is not None:
+        buckets.append((members, lo, hi))
+    elif members and buckets:
+        buckets[-1][0].extend(members)
+    return buckets
+
+
+def backward_by_layer(model, grad, on_layer_done):
+    """Sequential.backward, calling on_layer_done(k) after child k (last child first)."""
+    inputs = model._inputs  # the container's cache of every child's input from forward
+    for k in reversed(range(len(model))):
+        grad = model[k].backward(inputs[k], grad)
+        on_layer_done(k)
+    return grad
+
+
+class _Comm:
+    """A thread that reduce-scatters gradient buckets as they become ready."""
+
+    def __init__(self, peers, grads, chunks):
+        self.peers, self.grads, self.chunks = peers, grads, chunks
+        self.todo = queue.Queue()
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name="ring-comm")
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            item = self.todo.get()
+            if item is None:
+                return
+            lo, hi, done = item
+            try:
+                if self.error is None:
+                    ring.ring_reduce_scatter(self.peers, self.grads, self.chunks, lo, hi)
+            except Exception as e:  # handed to the main thread, which raises it
+                self.error = e
+            done.set()
+
+    def submit(self, lo, hi):
+        done = threading.Event()
+        self.todo.put((lo, hi, done))
+        return done
+
+    def close(self):
+        self.todo.put(None)
+
+
+class RingWorker:
+    """One rank's model replica, owned slices and communication."""
+
+    def __init__(self, cfg, rank, peers):
+        from bigdl_py.engine.distri import _replica
+        from bigdl_py.optim.optimizers import optimizers_get
+
+        self.cfg, self.rank, self.peers = cfg, rank, peers
+        self.model, self.weights, self.grads, self.criterion = _replica(
+            cfg["run_id"], cfg["model_config"], cfg["criterion_config"], cfg["threads"])
+        self.optim = optimizers_get(cfg["optim_config"])
+        self.partitions = cfg["partitions"][rank]
+        self.chunk = cfg["chunks"][rank]
+        self.owned = [s for s, r in enumerate(cfg["owners"]) if r == rank]
+        self.use_ring = ring.uses_ring(self.weights.nbytes, peers.size)
+        self.buckets = layer_buckets(self.model) if self.use_ring else None
+        self.comm = _Comm(peers, self.grads, cfg["chunks"]) if self.use_ring else None
+        self.state = {}
+
+    def init(self, source):
+        from bigdl_py.engine.distri import _fresh_slices, _slices_from_checkpoint
+
+        bounds, n = self.cfg["bounds"], self.weights.size
+        if source is None:
+            initial = self.cfg["initial"]
+            self.weights[:] = initial
+            make = _fresh_slices(initial, self.cfg["optim_config"])
+        else:
+            self.weights[:] = ckpt.load_range(source, 0, n)[0]
+            make = _slices_from_checkpoint(source, self.cfg["optim_config"])
+        self.state = {s: make(s, *bounds[s])[1] for s in self.owned}
+
+    def step(self, cmd):
+        cfg = self.cfg
+        epoch, iteration = cmd["epoch"], cmd["iteration"]
+        sampler, run_dir, shape = cfg["sampler"], cfg["run_dir"], cfg["feature_shape"]
+        from bigdl_py.data.partitions import load_partition
+
+        self.grads.fill(0.0)
+        loss_sum, count, data_s, compute_s = 0.0, 0, 0.0, 0.0
+        pending = []
+        for j, p in enumerate(self.partitions):
+            t0 = time.perf_counter()
+            x, y = load_partition(run_dir, p, shape)
+            idx = np.sort(sampler.local_indices(p, epoch, iteration))  # sorted, as the local oracle reads it
+            xb, yb = np.ascontiguousarray(x[idx], dtype=np.float32), np.asarray(y[idx])
+            t1 = time.perf_counter()
+            last = j == len(self.partitions) - 1
+            if len(idx):
+                self.model.set_forward_seed(seed_for([cfg["seed"], epoch, iteration, p]))
+                out = self.model.forward(xb)
+                loss_sum += float(self.criterion.forward(out, yb))
+                grad_out = self.criterion.backward(out, yb)
+                if last and self.buckets is not None:
+                    pending = self._backward_overlapped(xb, grad_out)
+                else:
+                    self.model.backward(xb, grad_out)
+            count += len(idx)
+            data_s += t1 - t0
+            compute_s += time.perf_counter() - t1
+        t2 = time.perf_counter()
+        self._reduce_scatter(pending)
+        t3 = time.perf_counter()
+        self._update(cmd["lr"], cmd["step"], sampler_count(sampler, iteration))
+        t4 = time.perf_counter()
+        if self.use_ring:
+            ring.ring_all_gather(self.peers, self.weights, cfg["chunks"])
+        else:
+            ring.butterfly_all_gather(self.peers, self.weights, cfg["chunks"])
+        t5 = time.perf_counter()
+        return dict(loss_sum=loss_sum, count=count, compute_s=compute_s, data_s=data_s,
+                    sync_s=(t3 - t2) + (t5 - t4), update_s=t4 - t3)
+
+    def _backward_overlapped(self, xb, grad_out):
+        """Backward layer by layer; each finished bucket goes to the comm thread at once."""
+        first_of = {members[-1]: (lo, hi) for members, lo, hi in self.buckets}
+        pending = []
+
+        def done(k):
+            if k in first_of:
+                pending.append(self.comm.submit(*first_of[k]))
+
+        backward_by_layer(self.model, grad_out, done)
+        return pending
+
+    def _reduce_scatter(self, pending):
+        if not self.use_ring:
+            ring.butterfly_all_reduce(self.peers, self.grads)
+            return
+        if not pending:  # nothing overlapped (empty last share, or not a Sequential)
+            pending = [self.comm.submit(lo, hi) for _, lo, hi in self.buckets or [(None, 0, self.grads.size)]]
+        for event in pending:
+            if not event.wait(self.peers.timeout):
+                raise ring.CollectiveError(f"rank {self.rank}: the gradient reduce-scatter did not finish "
+                                           f"in {self.peers.timeout:g} s")
+        if self.comm.error is not None:
+            raise self.comm.error
+
+    def _update(self, lr, step, count):
+        from bigdl_py.engine.distri import apply_update
+
+        cfg = self.cfg
+        for s in self.owned:
+            lo, hi = cfg["bounds"][s]
+            apply_update(cfg["optim_config"], self.weights[lo:hi], self.grads[lo:hi].copy(), self.state[s],
+                         count, lr, step, cfg["boundaries"], lo, hi, cfg["clip_value"])
+
+    def validate(self):
+        v = self.cfg["validation"]
+        from bigdl_py.data.partitions import load_partition
+
+        out = []
+        for p in self.partitions:
+            x, y = load_partition(v["run_dir"], p, v["feature_shape"])
+            out.append(metric_partials(self.model, self.criterion, v["metrics"], np.asarray(x, dtype=np.float32),
+                                       np.asarray(y), v["batch_size"]))
+        return out
+
+    def write_checkpoint(self, folder):
+        for s in self.owned:
+            lo, hi = self.cfg["bounds"][s]
+            ckpt.write_slice(folder, s, lo, hi, self.weights[lo:hi], self.state[s])
+
+    def close(self):
+        if self.comm is not None:
+            self.comm.close()
+
+
+def sampler_count(sampler, iteration):
+    """Samples in iteration i of an epoch (every rank knows it without communicating)."""
+    return int(min(sampler.batch_size, sampler.total - iteration * sampler.batch_size))
+
+
+def serve(cfg, rank, peers, sock):
+    """Obey the driver's commands on `sock` until ("stop",); returns the final weights on rank 0."""
+    worker = RingWorker(cfg, rank, peers)
+    try:
+        while True:
+            cmd, _ = control.recv_msg(sock)
+            op = cmd[0]
+            if op == "init":
+                worker.init(cmd[1])
+                reply = "ready"
+            elif op == "step":
+                reply = worker.step(cmd[1])
+            elif op == "validate":
+                reply = worker.validate()
+            elif op == "checkpoint":
+                worker.write_checkpoint(cmd[1])
+                reply = "written"
+            elif op == "stop":
+                return worker.weights.copy() if rank == 0 else None
+            else:
+                raise control.ControlError(f"rank {rank}: unknown command {op!r}")
+            control.send_msg(sock, ("ok", reply))
+    finally:
+        worker.close()
+
+
+def ring_task(cfg):
+    """mapPartitions function of the barrier stage (one partition per rank)."""
+    def run(_):
+        from pyspark import BarrierTaskContext
+
+        ctx = BarrierTaskContext.get()
+        rank = ctx.partitionId()
+        host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
+        server = ring.listen(host)
+        gathered = [m.split(" ") for m in ctx.allGather(f"{host}:{server.getsockname()[1]} {ctx.taskAttemptId()}")]
+        # Task attempt ids grow: their maximum names this attempt of the stage (Spark may retry it).
+        attempt = max(int(tid) for _, tid in gathered)
+        peers = ring.Peers(rank, [address for address, _ in gathered], server, cfg["timeout"])
+        sock = None
+        try:
+            sock = control.connect(cfg["driver"], cfg["token"], ("hello", cfg["launch"], attempt, rank, os.getpid()),
+                                   cfg["timeout"])
+            sock.settimeout(cfg["idle_timeout"])
+            try:
+                weights = serve(cfg, rank, peers, sock)
+            except Exception as e:
+                try:  # tell the driver why, then fail the task (and so the barrier stage)
+                    control.send_msg(sock, ("error", f"rank {rank}: {type(e).__name__}: {e}"))
+                except control.ControlError:
+                    pass
+                raise
+        finally:
+            peers.close()
+            if sock is not None:
+                sock.close()
+        if weights is not None:
+            yield weights
+
+    return run
