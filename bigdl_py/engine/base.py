@@ -9,7 +9,7 @@ import numpy as np
 
 from bigdl_py.nn.criterions import criterion_from_config
 from bigdl_py.optim import clipping
-from bigdl_py.optim.metrics import Loss
+from bigdl_py.optim.metrics import Loss, metrics_get
 from bigdl_py.optim.schedules import Constant
 from bigdl_py.optim.triggers import EveryEpoch, MaxEpoch, TrainingState
 
@@ -40,6 +40,7 @@ class BaseOptimizer:
         self.log_path = None
         self.progress = True
         self.history = []  # one dict per iteration (also written to the training log)
+        self.early_stopping = None  # dict(metric, mode, best, best_epoch, since_best) once set
 
     # ---- configuration (chainable) ----------------------------------------------
     def set_validation(self, x, y, metrics, trigger=None, batch_size=None):
@@ -62,6 +63,33 @@ class BaseOptimizer:
             raise ValueError(f"value_range: expected (min, max) with min < max, received {value_range!r}")
         self.clip_norm, self.clip_value = max_norm, value_range
         return self
+
+    def set_early_stopping(self, metric, mode=None):
+        """Track the best validation value of `metric` (a name such as "auc" or "loss").
+
+        `mode` is "max" or "min" (default: "min" for the loss, "max" otherwise). Each
+        validation sets `TrainingState.since_best`, so an end trigger such as
+        `MaxEpoch(n) | NoImprovement(patience)` stops training; `best_epoch` tells which
+        epoch's checkpoint holds the best weights.
+        """
+        name = metrics_get(metric).name
+        mode = mode or ("min" if name == Loss().name else "max")
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode: expected 'max' or 'min', received {mode!r}")
+        self.early_stopping = dict(metric=name, mode=mode, best=None, best_epoch=None, since_best=None)
+        return self
+
+    def _track_best(self, scores, epoch):
+        es = self.early_stopping
+        if es["metric"] not in scores:
+            raise ValueError(f"early stopping metric {es['metric']!r} is not among the validation metrics "
+                             f"{sorted(scores)}")
+        value = scores[es["metric"]]
+        better = es["best"] is None or (value > es["best"] if es["mode"] == "max" else value < es["best"])
+        if better and np.isfinite(value):
+            es.update(best=value, best_epoch=epoch, since_best=0)
+        else:
+            es["since_best"] = (es["since_best"] or 0) + 1
 
     def set_training_log(self, path):
         self.log_path = path
@@ -92,7 +120,9 @@ class BaseOptimizer:
                     optimizer=self.optim_method.get_config(), schedule=self.schedule.get_config())
 
     def make_state(self, epoch, step, epoch_finished, loss, score):
-        return TrainingState(epoch=epoch, iteration=step, epoch_finished=epoch_finished, loss=loss, score=score)
+        since_best = self.early_stopping["since_best"] if self.early_stopping else None
+        return TrainingState(epoch=epoch, iteration=step, epoch_finished=epoch_finished, loss=loss, score=score,
+                             since_best=since_best)
 
     def finish_step(self, log, entry, epoch, step, epoch_finished, loss, score, validate):
         """Validate when the trigger fires, feed the score to the schedule, log the step.
@@ -104,6 +134,8 @@ class BaseOptimizer:
             scores = validate()
             score = next(iter(scores.values()))
             entry.update(scores)
+            if self.early_stopping:
+                self._track_best(scores, epoch + epoch_finished)
             state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
             self.schedule.observe(score)
         self.history.append(entry)

@@ -22,12 +22,15 @@ class TrainingState:
         epoch_finished: True right after the last iteration of an epoch.
         loss: training loss of the last iteration, or None.
         score: last validation score, or None before the first validation.
+        since_best: validations since the early-stopping metric last improved
+            (0 right after an improvement), or None without early stopping.
     """
     epoch: int = 0
     iteration: int = 0
     epoch_finished: bool = False
     loss: float = None
     score: float = None
+    since_best: int = None
 
 
 def _count(label, n):
@@ -122,6 +125,17 @@ class MaxScore(Trigger):
 
     def __call__(self, state):
         return state.score is not None and state.score > self.config["max_score"]
+
+
+@TRIGGERS.register
+class NoImprovement(Trigger):
+    """True once `patience` validations in a row did not improve the early-stopping metric."""
+
+    def __init__(self, patience):
+        self.config = dict(patience=_count("patience", patience))
+
+    def __call__(self, state):
+        return state.since_best is not None and state.since_best >= self.config["patience"]
 
 
 class _Combined(Trigger):

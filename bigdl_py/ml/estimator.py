@@ -1,0 +1,249 @@
+"""NNEstimator / NNClassifier / NNRegressor: Spark ML Estimators training through DistriOptimizer.
+
+`fit(df)` copies the model (the estimator's own model is never changed, so
+CrossValidator can fit many copies), trains it with the distributed engine on the
+DataFrame, and returns an NNModel / NNClassificationModel with the trained Module,
+the feature shape it was trained on and `history` (one dict per epoch).
+"""
+import tempfile
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Estimator
+from pyspark.ml.util import MLReadable, MLWritable
+
+from bigdl_py.engine import checkpoint as ckpt
+from bigdl_py.engine.distri import DistriOptimizer
+from bigdl_py.ml.model import NNClassificationModel, NNModel
+from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams, NNTrainingParams
+from bigdl_py.ml.persistence import NNReader, NNWriter
+from bigdl_py.nn.criterions import BCEWithLogitsLoss, Criterion, CrossEntropyLoss, MSELoss, criterion_from_config
+from bigdl_py.nn.module import Module
+from bigdl_py.optim.metrics import metrics_get
+from bigdl_py.optim.optimizers import optimizers_get
+from bigdl_py.optim.schedules import schedules_get
+from bigdl_py.optim.triggers import EveryEpoch, MaxEpoch, NoImprovement
+from bigdl_py.serving import model_from_bytes, model_output_shapes, model_to_bytes
+
+_INFERENCE = ("featuresCol", "predictionCol", "inferenceBatchSize", "badRows")
+
+
+def per_epoch(history):
+    """One dict per epoch from the engine's per-iteration entries: mean loss plus the validation scores."""
+    epochs = {}
+    for entry in history:
+        epochs.setdefault(entry["epoch"], []).append(entry)
+    out = []
+    for epoch in sorted(epochs):
+        entries = epochs[epoch]
+        row = dict(epoch=epoch + 1, loss=float(np.mean([e["loss"] for e in entries])),
+                   iterations=len(entries))
+        known = {"step", "epoch", "loss", "lr", "samples", "samples_s", "wall_ms", "compute_ms", "data_ms",
+                 "sync_ms", "overhead_ms", "driver_bytes"}
+        for key, value in entries[-1].items():
+            if key not in known and isinstance(value, (int, float)):
+                row[f"val_{key}"] = float(value)
+        out.append(row)
+    return out
+
+
+class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, MLWritable, MLReadable):
+    """Train any bigdl_py Module with any criterion on a DataFrame.
+
+    Args:
+        model: the Module to train (copied at fit; never changed).
+        criterion: a Criterion (required here; NNClassifier and NNRegressor have defaults).
+        featuresCol: a vector column (dense or sparse), an array<float|double> column,
+            or a list of numeric columns. labelCol: numeric, 0-based class labels.
+        featureShape: per-row shape (e.g. [28, 28, 1] for 784 values); default flat.
+        batchSize, maxEpoch, optimizer ("adam", "sgd", ... or an Optimizer), learningRate,
+        schedule (name, config or Schedule), validationFraction or setValidation(df),
+        validationMetrics (["top1", "loss", "auc", ...]), earlyStoppingMetric +
+        earlyStoppingPatience (epochs without improvement; the best epoch's weights
+        are kept), checkpointPath, numPartitions, seed, badRows ("error" | "skip",
+        for fit and transform), inferenceBatchSize, predictionCol.
+    """
+
+    @keyword_only
+    def __init__(self, model=None, criterion=None, featuresCol="features", labelCol="label",
+                 predictionCol="prediction", featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam",
+                 learningRate=1e-3, schedule=None, validationFraction=0.0, validationMetrics=("top1", "loss"),
+                 earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None, numPartitions=None,
+                 seed=0, badRows="error", inferenceBatchSize=256):
+        super().__init__()
+        self._init_estimator(self._input_kwargs)
+
+    def _init_estimator(self, kwargs):
+        kwargs = dict(kwargs)
+        model, criterion = kwargs.pop("model", None), kwargs.pop("criterion", None)
+        if model is not None and not isinstance(model, Module):
+            raise ValueError(f"model: expected a bigdl_py Module, received {type(model).__name__}")
+        if criterion is not None and not isinstance(criterion, Criterion):
+            raise ValueError(f"criterion: expected a bigdl_py Criterion, received {type(criterion).__name__}")
+        self._module, self._criterion = model, criterion
+        self._validation_df = None
+        self._set(**kwargs)
+
+    @keyword_only
+    def setParams(self, featuresCol="features", labelCol="label", predictionCol="prediction", featureShape=None,
+                  batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
+                  validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
+                  earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, badRows="error",
+                  inferenceBatchSize=256):
+        return self._set(**self._input_kwargs)
+
+    def getModel(self):
+        """The (untrained) Module this estimator trains copies of."""
+        return self._module
+
+    def setValidation(self, df):
+        """Validate on this DataFrame after every epoch (instead of validationFraction)."""
+        self._validation_df = df
+        return self
+
+    # ---- what subclasses change -------------------------------------------------------
+    _model_class = NNModel
+
+    def _default_criterion(self, outputs_per_row):
+        raise ValueError("NNEstimator: criterion is required (NNClassifier and NNRegressor have defaults)")
+
+    def _check_labels(self, label_range, outputs_per_row):
+        """Subclasses reject labels the criterion cannot take."""
+
+    # ---- fit ------------------------------------------------------------------------------
+    def _fit(self, df):
+        if self._module is None:
+            raise ValueError(f"{type(self).__name__}: no model to train; pass model=<Module>")
+        module = model_from_bytes(*model_to_bytes(self._module))  # train a copy
+        train_df, val_df = self._split(df)
+        # The default criterion depends on the model's output width, known once the data is converted.
+        opt = DistriOptimizer(module, self._criterion, optimizers_get(self.getOptimizer()), train_df,
+                              batch_size=self.getBatchSize(), end_trigger=self._end_trigger(),
+                              learning_rate=self.getLearningRate(), schedule=self._schedule(),
+                              seed=self.getSeed(), features_col=self.getFeaturesCol(),
+                              label_col=self.getLabelCol(), feature_shape=self.getFeatureShape(),
+                              num_partitions=self.getNumPartitions(), bad_rows=self.getBadRows())
+        shape = opt.data.feature_shape
+        outputs = model_output_shapes(module, np.zeros((1,) + tuple(shape), np.float32))
+        per_row = int(np.prod(outputs[0]))
+        opt.criterion = self._criterion or self._default_criterion(per_row)
+        self._check_labels(opt.data.label_range, per_row)
+        opt.set_progress(False)
+        ckpt_root = self._configure_validation(opt, val_df)
+        trained = opt.optimize()
+        best = opt.early_stopping["best_epoch"] if opt.early_stopping else None
+        if best is not None:
+            trained = _checkpoint_of_epoch(ckpt_root, best)
+        fitted = self._model_class(model=trained)
+        fitted.history = per_epoch(opt.history)
+        for name in _INFERENCE + tuple(p.name for p in NNClassifierParams().params):
+            if fitted.hasParam(name) and self.hasParam(name):
+                fitted._set(**{name: self.getOrDefault(name)})
+        fitted._set(featureShape=list(shape))
+        return fitted
+
+    def _split(self, df):
+        fraction = self.getValidationFraction()
+        if self._validation_df is not None or fraction == 0:
+            return df, self._validation_df
+        train, val = df.randomSplit([1.0 - fraction, fraction], seed=self.getSeed())
+        return train, val
+
+    def _end_trigger(self):
+        trigger = MaxEpoch(self.getMaxEpoch())
+        patience = self.getEarlyStoppingPatience()
+        return trigger | NoImprovement(patience) if patience is not None else trigger
+
+    def _schedule(self):
+        schedule = self.getSchedule()
+        return None if schedule is None else schedules_get(schedule)
+
+    def _configure_validation(self, opt, val_df):
+        """Validation, early stopping and checkpoints; returns the checkpoint folder (or None)."""
+        metric, patience = self.getEarlyStoppingMetric(), self.getEarlyStoppingPatience()
+        if val_df is None and (metric or patience):
+            raise ValueError("earlyStoppingMetric/earlyStoppingPatience need validation data: set "
+                             "validationFraction > 0 or call setValidation(df)")
+        if val_df is not None:
+            metrics = [metrics_get(m) for m in self.getValidationMetrics()]
+            opt.set_validation(val_df, metrics, trigger=EveryEpoch())
+        root = self.getCheckpointPath()
+        if metric or patience:
+            opt.set_early_stopping(metric or self.getValidationMetrics()[0])
+            # Every epoch: the best one is at most `patience` epochs old when training stops.
+            root = root or tempfile.mkdtemp(prefix="bigdl_py-early-stopping-")
+            opt.set_checkpoint(root, EveryEpoch(), keep=(patience or self.getMaxEpoch()) + 1)
+        elif root:
+            opt.set_checkpoint(root, EveryEpoch())
+        return root
+
+    # ---- persistence ----------------------------------------------------------------------
+    def write(self):
+        return NNWriter(self)
+
+    @classmethod
+    def read(cls):
+        return NNReader(cls)
+
+    def _extra_metadata(self):
+        return dict(criterion=None if self._criterion is None else self._criterion.get_config())
+
+    @classmethod
+    def _from_saved(cls, module, extra):
+        config = extra.get("criterion")
+        return cls(model=module, criterion=None if config is None else criterion_from_config(config))
+
+
+def _checkpoint_of_epoch(root, epoch):
+    """The model stored by the checkpoint written at the end of `epoch` (epochs counted from 1)."""
+    for path in reversed(ckpt.list_checkpoints(root)):
+        meta = ckpt.read_meta(path)
+        if int(meta["epoch"]) == epoch and int(meta["iteration"]) == 0:
+            return ckpt.load_model(path)
+    raise ValueError(f"{root}: no checkpoint of epoch {epoch} (the best by the early-stopping metric)")
+
+
+class NNClassifier(NNEstimator, NNClassifierParams):
+    """An NNEstimator for 0-based class labels; fits an NNClassificationModel.
+
+    Default criterion: CrossEntropyLoss on C >= 2 logits, BCEWithLogitsLoss for a
+    model with one output (the logit of class 1).
+    """
+
+    _model_class = NNClassificationModel
+
+    @keyword_only
+    def __init__(self, model=None, criterion=None, featuresCol="features", labelCol="label",
+                 predictionCol="prediction", probabilityCol="probability", rawPredictionCol="rawPrediction",
+                 featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
+                 validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
+                 earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, badRows="error",
+                 inferenceBatchSize=256):
+        kwargs = self._input_kwargs
+        super(NNEstimator, self).__init__()  # the Params chain, without NNEstimator's keyword handling
+        self._init_estimator(kwargs)
+
+    @keyword_only
+    def setParams(self, featuresCol="features", labelCol="label", predictionCol="prediction",
+                  probabilityCol="probability", rawPredictionCol="rawPrediction", featureShape=None, batchSize=256,
+                  maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None, validationFraction=0.0,
+                  validationMetrics=("top1", "loss"), earlyStoppingMetric=None, earlyStoppingPatience=None,
+                  checkpointPath=None, numPartitions=None, seed=0, badRows="error", inferenceBatchSize=256):
+        return self._set(**self._input_kwargs)
+
+    def _default_criterion(self, outputs_per_row):
+        return BCEWithLogitsLoss() if outputs_per_row == 1 else CrossEntropyLoss()
+
+    def _check_labels(self, label_range, outputs_per_row):
+        classes = max(outputs_per_row, 2)
+        if label_range is not None and (label_range[0] < 0 or label_range[1] > classes - 1):
+            raise ValueError(f"label column {self.getLabelCol()!r}: expected 0-based class labels in "
+                             f"[0, {classes - 1}] for a model with {outputs_per_row} output(s), found values in "
+                             f"[{label_range[0]:g}, {label_range[1]:g}]")
+
+
+class NNRegressor(NNEstimator):
+    """An NNEstimator with MSELoss by default; prediction is a double (one output) or a vector."""
+
+    def _default_criterion(self, outputs_per_row):
+        return MSELoss()

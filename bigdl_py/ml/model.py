@@ -1,0 +1,240 @@
+"""NNModel / NNClassificationModel: Spark ML Transformers scoring on executors in Arrow batches.
+
+`transform` appends typed columns to the DataFrame through `mapInArrow`: the model is
+broadcast as data (serving.ModelBroadcast) and built once per Python worker, the
+features of each Arrow batch become one float32 array, and the forward runs in
+chunks of `inferenceBatchSize` rows. Nothing is collected to the driver.
+
+Bad feature rows (null, wrong length, NaN/Inf): with badRows="error" the task fails
+with a ValueError naming the column, the expected width and the counts in that
+partition; with badRows="skip" they get null outputs and are counted in an
+accumulator: `model.badRowCount()` after an action on the transformed DataFrame
+(it adds up over every action and task retry that ran the transform).
+"""
+import numpy as np
+import pyarrow as pa
+from pyspark import keyword_only
+from pyspark.ml import Model
+from pyspark.ml.linalg import VectorUDT
+from pyspark.ml.util import MLReadable, MLWritable
+from pyspark.sql.types import DoubleType, StructField, StructType
+
+from bigdl_py.data.partitions import (BAD_FEATURE_CAUSES, _feature_array_column, _feature_width,
+                                      arrow_feature_matrix, describe_bad_rows)
+from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams
+from bigdl_py.ml.persistence import NNReader, NNWriter
+from bigdl_py.nn.module import Module
+from bigdl_py.shipping import ensure_importable_on_executors
+from bigdl_py.serving import ModelBroadcast, model_output_shapes, predict
+
+# Arrow layout of a dense Spark ML vector (VectorUDT's sqlType).
+VECTOR_TYPE = pa.struct([pa.field("type", pa.int8(), nullable=False), pa.field("size", pa.int32()),
+                         pa.field("indices", pa.list_(pa.field("element", pa.int32(), nullable=False))),
+                         pa.field("values", pa.list_(pa.field("element", pa.float64(), nullable=False)))])
+
+
+def dense_vectors(values, bad):
+    """Arrow column of dense vectors from (n_good, k) values; rows flagged in `bad` (n,) are null."""
+    n, k = len(bad), values.shape[1]
+    full = np.zeros((n, k), np.float64)
+    full[~bad] = values
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
+    flat = pa.array(full.reshape(-1))
+    vals = pa.ListArray.from_arrays(offsets, flat, type=VECTOR_TYPE.field("values").type)
+    mask = pa.array(bad)
+    return pa.StructArray.from_arrays(
+        [pa.array(np.ones(n, np.int8)), pa.nulls(n, pa.int32()), pa.nulls(n, VECTOR_TYPE.field("indices").type),
+         vals], fields=list(VECTOR_TYPE), mask=mask)
+
+
+def doubles(values, bad):
+    """Arrow double column; rows flagged in `bad` are null."""
+    full = np.zeros(len(bad), np.float64)
+    full[~bad] = values
+    return pa.array(full, mask=bad)
+
+
+def sigmoid(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # stable for large |z|
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def regression_columns(out, bad):
+    """NNModel: prediction double for one output per row, else a vector."""
+    out = out.reshape(len(out), -1).astype(np.float64)
+    return [doubles(out[:, 0], bad) if out.shape[1] == 1 else dense_vectors(out, bad)]
+
+
+def classification_columns(out, bad):
+    """prediction, probability, rawPrediction for logits (N, C) or one binary logit (N, 1)."""
+    z = out.reshape(len(out), -1).astype(np.float64)
+    if z.shape[1] == 1:
+        p = sigmoid(z[:, 0])
+        prob, raw = np.stack([1 - p, p], axis=1), np.concatenate([-z, z], axis=1)
+    else:
+        prob, raw = softmax(z), z
+    prediction = np.argmax(prob, axis=1).astype(np.float64)
+    return [doubles(prediction, bad), dense_vectors(prob, bad), dense_vectors(raw, bad)]
+
+
+def _score_partition(batches, broadcast, features_col, shape, batch_size, policy, columns_fn, accumulator):
+    """mapInArrow function: the input batch plus the output columns."""
+    width = int(np.prod(shape))
+    model = broadcast.value()
+    counts = dict.fromkeys(BAD_FEATURE_CAUSES, 0)
+    for batch in batches:
+        x, causes = arrow_feature_matrix(batch, features_col, width)
+        bad = np.zeros(batch.num_rows, dtype=bool)
+        for cause, mask in causes.items():
+            counts[cause] += int(mask.sum())
+            bad |= mask
+        if bad.any() and policy == "error":
+            for rest in batches:  # count the whole partition for the message
+                for cause, mask in arrow_feature_matrix(rest, features_col, width)[1].items():
+                    counts[cause] += int(mask.sum())
+            raise ValueError(describe_bad_rows(f"features column {features_col!r}", counts, width)
+                             + " in this partition; fix the data or set badRows='skip'")
+        if bad.any():
+            accumulator.add(int(bad.sum()))
+        out = predict(model, x[~bad].reshape((-1,) + tuple(shape)), batch_size)
+        new = columns_fn(out, bad)
+        yield pa.RecordBatch.from_arrays(batch.columns + new, schema=None,
+                                         names=batch.schema.names + [f"__out{j}" for j in range(len(new))])
+
+
+class NNModel(Model, NNInferenceParams, MLWritable, MLReadable):
+    """A trained (or given) bigdl_py Module as a Spark ML Transformer.
+
+    Args:
+        model: the Module. Other keywords: featuresCol, predictionCol, featureShape,
+            inferenceBatchSize, badRows.
+
+    `prediction` is a double when the model gives one value per row, else a vector.
+    `history` holds the per-epoch training metrics when the model came from fit.
+    """
+
+    @keyword_only
+    def __init__(self, model=None, featuresCol="features", predictionCol="prediction", featureShape=None,
+                 inferenceBatchSize=256, badRows="error"):
+        super().__init__()
+        kwargs = dict(self._input_kwargs)
+        kwargs.pop("model", None)
+        if model is not None and not isinstance(model, Module):
+            raise ValueError(f"model: expected a bigdl_py Module, received {type(model).__name__}")
+        self._module = model
+        self.history = []
+        self._bad_rows = None
+        self._set(**kwargs)
+
+    @keyword_only
+    def setParams(self, featuresCol="features", predictionCol="prediction", featureShape=None,
+                  inferenceBatchSize=256, badRows="error"):
+        return self._set(**self._input_kwargs)
+
+    def getModel(self):
+        """The trained Module."""
+        return self._module
+
+    def badRowCount(self):
+        """Rows skipped (badRows='skip') by actions on the last transformed DataFrame so far."""
+        return 0 if self._bad_rows is None else int(self._bad_rows.value)
+
+    # ---- transform ---------------------------------------------------------------------
+    def _output_fields(self, shape):
+        out = model_output_shapes(self._module, np.zeros((1,) + tuple(shape), np.float32))
+        per_row = int(np.prod(out[0])) if len(out) == 1 else None
+        if per_row is None:
+            raise ValueError(f"{type(self).__name__}: the model has {len(out)} outputs; transform needs one")
+        return [StructField(self.getPredictionCol(), DoubleType() if per_row == 1 else VectorUDT())]
+
+    def _columns_fn(self):
+        return regression_columns
+
+    def _shape_for(self, df):
+        """featureShape, or (width,) probed from one row of `df` when it is not set."""
+        shape = self.getFeatureShape()
+        col = self.getFeaturesCol()
+        features = _feature_array_column(df, col)  # names a missing or wrongly typed column
+        if shape is None:
+            shape = [len(col) if isinstance(col, list) else _feature_width(df.select(features.alias("features")),
+                                                                           col)]
+        return tuple(shape)
+
+    def _check_outputs(self, df, fields):
+        taken = [f.name for f in fields if f.name in df.columns]
+        if taken:
+            raise ValueError(f"output column(s) {taken} already exist in the DataFrame; choose other names "
+                             f"(e.g. setPredictionCol)")
+
+    def _transform(self, df):
+        if self._module is None:
+            raise ValueError(f"{type(self).__name__}: no model to transform with")
+        shape = self._shape_for(df)
+        fields = self._output_fields(shape)
+        self._check_outputs(df, fields)
+        sc = df.sparkSession.sparkContext
+        ensure_importable_on_executors(sc)
+        broadcast = ModelBroadcast(sc, self._module)
+        self._bad_rows = sc.accumulator(0)
+        args = (broadcast, self.getFeaturesCol(), shape, self.getInferenceBatchSize(), self.getBadRows(),
+                self._columns_fn(), self._bad_rows)
+        schema = StructType(df.schema.fields + [StructField(f"__out{j}", f.dataType, True)
+                                                for j, f in enumerate(fields)])
+        scored = df.mapInArrow(lambda it: _score_partition(it, *args), schema)
+        return scored.toDF(*df.columns, *[f.name for f in fields])
+
+    # ---- persistence -------------------------------------------------------------------
+    def write(self):
+        return NNWriter(self)
+
+    @classmethod
+    def read(cls):
+        return NNReader(cls)
+
+    def _extra_metadata(self):
+        return dict(history=self.history)
+
+    @classmethod
+    def _from_saved(cls, module, extra):
+        instance = cls(model=module)
+        instance.history = list(extra.get("history", []))
+        return instance
+
+    def copy(self, extra=None):
+        that = super().copy(extra)
+        that.history = list(self.history)
+        return that
+
+
+class NNClassificationModel(NNModel, NNClassifierParams):
+    """Class scores as Spark ML expects them: prediction (double), probability and rawPrediction (vectors).
+
+    C >= 2 outputs are logits (softmax gives the probability); one output is the
+    logit of class 1: probability [1 - p, p], rawPrediction [-z, z].
+    """
+
+    @keyword_only
+    def __init__(self, model=None, featuresCol="features", predictionCol="prediction",
+                 probabilityCol="probability", rawPredictionCol="rawPrediction", featureShape=None,
+                 inferenceBatchSize=256, badRows="error"):
+        kwargs = dict(self._input_kwargs)
+        NNModel.__init__(self, model=model)
+        kwargs.pop("model", None)
+        self._set(**kwargs)
+
+    @keyword_only
+    def setParams(self, featuresCol="features", predictionCol="prediction", probabilityCol="probability",
+                  rawPredictionCol="rawPrediction", featureShape=None, inferenceBatchSize=256, badRows="error"):
+        return self._set(**self._input_kwargs)
+
+    def _output_fields(self, shape):
+        return [StructField(self.getPredictionCol(), DoubleType()),
+                StructField(self.getProbabilityCol(), VectorUDT()),
+                StructField(self.getRawPredictionCol(), VectorUDT())]
+
+    def _columns_fn(self):
+        return classification_columns
