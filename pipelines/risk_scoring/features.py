@@ -1,0 +1,95 @@
+"""Feature engineering as Spark ML stages, persisted inside the fitted PipelineModel.
+
+    clean (SQLTransformer)   numerics try_cast to double (a wrong type becomes missing),
+                             log1p of money columns, ratios; categoricals cast to string
+    Imputer (median)         missing numerics (null or NaN)
+    StringIndexer (keep)     categoricals -> 0..K-1 by frequency; unknown or null -> K
+    QuantileDiscretizer      a few numerics -> bucket indices (keep: NaN -> extra bucket)
+    VectorAssembler + StandardScaler   numerics -> one scaled vector
+
+Then two heads read the same columns: the network's `features` vector is
+[category indices..., bucket indices..., scaled numerics...] (split inside the
+model by Narrow layers), the MLlib baselines' `features_onehot` one-hot encodes the
+same indices. Because every step tolerates nulls, NaN, unseen categories and
+unparseable values, scoring never fails on a bad row (see scoring.py for the counts).
+"""
+from pyspark.ml import Pipeline
+from pyspark.ml.feature import (Imputer, OneHotEncoder, QuantileDiscretizer, SQLTransformer, StandardScaler,
+                                StringIndexer, VectorAssembler)
+
+NUM_BUCKETS = 8
+
+
+def numeric_names(spec):
+    """Names of the cleaned numeric columns, in vector order."""
+    return [f"num_{c}" for c in spec.numeric] + [f"num_{r}" for r in spec.ratios]
+
+
+def category_names(spec):
+    return [f"cat_{c}" for c in spec.categorical]
+
+
+def index_names(spec):
+    """Integer-coded columns that feed embeddings: string indices, then buckets."""
+    return [f"idx_{c}" for c in spec.categorical] + [f"bkt_{c}" for c in spec.bucketed]
+
+
+def clean_statement(spec):
+    """The SQLTransformer statement; try_cast/try_divide never raise under ANSI mode."""
+    cols = []
+    for c in spec.numeric:
+        value = f"try_cast(`{c}` AS DOUBLE)"
+        cols.append(f"{'log1p(greatest(' + value + ', 0D))' if c in spec.log_numeric else value} AS num_{c}")
+    for name, (num, den) in spec.ratios.items():
+        cols.append(f"try_divide(try_cast(`{num}` AS DOUBLE), try_cast(`{den}` AS DOUBLE)) AS num_{name}")
+    cols += [f"CAST(`{c}` AS STRING) AS cat_{c}" for c in spec.categorical]
+    return "SELECT *, " + ", ".join(cols) + " FROM __THIS__"
+
+
+def prep_pipeline(spec):
+    """Unfitted stages that every model shares (fit on the training split only)."""
+    nums = numeric_names(spec)
+    imputed = [f"imp_{n[4:]}" for n in nums]
+    return Pipeline(stages=[
+        SQLTransformer(statement=clean_statement(spec)),
+        Imputer(inputCols=nums, outputCols=imputed, strategy="median"),
+        StringIndexer(inputCols=category_names(spec), outputCols=[f"idx_{c}" for c in spec.categorical],
+                      handleInvalid="keep", stringOrderType="frequencyDesc"),
+        QuantileDiscretizer(inputCols=[f"imp_{c}" for c in spec.bucketed],
+                            outputCols=[f"bkt_{c}" for c in spec.bucketed], numBuckets=NUM_BUCKETS,
+                            handleInvalid="keep", relativeError=0.0),
+        VectorAssembler(inputCols=imputed, outputCol="num_raw", handleInvalid="keep"),
+        StandardScaler(inputCol="num_raw", outputCol="num_scaled", withMean=True, withStd=True),
+    ])
+
+
+def network_assembler(spec):
+    """The network's single input vector: indices first, then the scaled numerics."""
+    return VectorAssembler(inputCols=index_names(spec) + ["num_scaled"], outputCol="features")
+
+
+def baseline_stages(spec):
+    """One-hot indices + scaled numerics for the MLlib models (linear models need one-hot)."""
+    onehot = [f"oh_{c[4:]}" for c in index_names(spec)]
+    return [OneHotEncoder(inputCols=index_names(spec), outputCols=onehot, handleInvalid="keep"),
+            VectorAssembler(inputCols=onehot + ["num_scaled"], outputCol="features_onehot")]
+
+
+def cardinalities(prep_model, spec):
+    """Embedding table sizes for index_names(spec): labels + 1 for unknown / NaN."""
+    from pyspark.ml.feature import Bucketizer, StringIndexerModel
+
+    indexer = next(s for s in prep_model.stages if isinstance(s, StringIndexerModel))
+    buckets = [s for s in prep_model.stages if isinstance(s, Bucketizer)]
+    sizes = [len(labels) + 1 for labels in indexer.labelsArray]
+    for b in buckets:
+        sizes += [len(splits) - 1 + 1 for splits in b.getSplitsArray()]
+    return sizes
+
+
+def category_labels(prep_model, spec):
+    """{raw categorical column: labels seen in training} (for counting unknown categories)."""
+    from pyspark.ml.feature import StringIndexerModel
+
+    indexer = next(s for s in prep_model.stages if isinstance(s, StringIndexerModel))
+    return dict(zip(spec.categorical, [list(labels) for labels in indexer.labelsArray]))

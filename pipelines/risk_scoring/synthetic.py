@@ -1,0 +1,92 @@
+"""Synthetic applications drawn from a real table's marginals, generated on the executors.
+
+`fit_marginals` summarises each column of the real table: numeric columns by their
+missing rate and 101 quantiles (sampled by inverse CDF, rounded when the column holds
+whole numbers), categorical ones by value frequencies and missing rate. The summary is
+a small JSON-able dict, so `generate` ships it to the executors, where each Arrow
+batch of `spark.range` ids becomes rows sampled with a generator seeded by (seed,
+first id): the same (n, seed) gives the same rows whatever the partitioning, and no
+row passes through the driver. Columns are drawn independently (marginals only).
+
+`bad_fraction` > 0 plants bad rows for the scoring policy: unseen categories and
+missing numerics, each in about that share of rows.
+"""
+import numpy as np
+
+QUANTILES = np.linspace(0.0, 1.0, 101)
+UNSEEN = "__unseen__"
+
+
+def fit_marginals(table, spec):
+    """JSON-able marginals of the spec's raw columns in a pandas table."""
+    numeric, categorical = {}, {}
+    for c in spec.numeric:
+        values = table[c].to_numpy(dtype=np.float64)
+        present = values[np.isfinite(values)]
+        if present.size == 0:
+            raise ValueError(f"column {c!r}: expected some non-missing values to fit, all {values.size} are missing")
+        numeric[c] = dict(missing=float(1 - present.size / values.size),
+                          quantiles=np.quantile(present, QUANTILES).tolist(),
+                          integer=bool(np.all(present == np.round(present))))
+    for c in spec.categorical:
+        counts = table[c].dropna().astype(str).value_counts()
+        categorical[c] = dict(missing=float(table[c].isna().mean()), values=counts.index.tolist(),
+                              probs=(counts / counts.sum()).tolist())
+    return dict(numeric=numeric, categorical=categorical, order=list(table.columns.intersection(
+        list(spec.numeric) + list(spec.categorical))))
+
+
+def spark_schema(marginals):
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    return StructType([StructField(c, DoubleType() if c in marginals["numeric"] else StringType())
+                       for c in marginals["order"]])
+
+
+def sample_batch(marginals, n, rng, bad_fraction=0.0):
+    """{column: numpy array} of n sampled rows (numerics float64 with NaN, categoricals object with None)."""
+    out = {}
+    for c in marginals["order"]:
+        if c in marginals["numeric"]:
+            m = marginals["numeric"][c]
+            v = np.interp(rng.random(n), QUANTILES, m["quantiles"])
+            if m["integer"]:
+                v = np.round(v)
+            v[rng.random(n) < m["missing"] + bad_fraction] = np.nan
+        else:
+            m = marginals["categorical"][c]
+            values = np.array(m["values"] + [None, UNSEEN], dtype=object)
+            codes = np.searchsorted(np.cumsum(m["probs"]), rng.random(n) * (1 - 1e-12), side="right")
+            codes[rng.random(n) < m["missing"]] = len(m["values"])
+            codes[rng.random(n) < bad_fraction] = len(m["values"]) + 1
+            v = values[codes]
+        out[c] = v
+    return out
+
+
+def _generator(marginals, seed, bad_fraction):
+    def generate_batches(batches):
+        import pyarrow as pa
+
+        for batch in batches:
+            ids = batch.column(0).to_numpy()
+            if ids.size == 0:
+                continue
+            rng = np.random.default_rng([seed, int(ids[0])])
+            cols = sample_batch(marginals, ids.size, rng, bad_fraction)
+            arrays = [pa.array(cols[c], type=pa.float64(), from_pandas=True) if c in marginals["numeric"]
+                      else pa.array(cols[c], type=pa.string()) for c in marginals["order"]]
+            yield pa.RecordBatch.from_arrays(arrays, names=marginals["order"])
+    return generate_batches
+
+
+def generate(spark, marginals, rows, partitions, seed=0, bad_fraction=0.0):
+    """A DataFrame of `rows` synthetic applications in `partitions` partitions (lazy)."""
+    if not (isinstance(rows, (int, np.integer)) and rows >= 1 and isinstance(partitions, (int, np.integer))
+            and partitions >= 1):
+        raise ValueError(f"generate: expected rows >= 1 and partitions >= 1, received rows={rows!r} "
+                         f"partitions={partitions!r}")
+    if not 0.0 <= bad_fraction < 1.0:
+        raise ValueError(f"bad_fraction: expected a share in [0, 1), received {bad_fraction!r}")
+    ids = spark.range(0, int(rows), numPartitions=int(partitions))
+    return ids.mapInArrow(_generator(marginals, int(seed), float(bad_fraction)), spark_schema(marginals))
