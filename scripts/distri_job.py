@@ -8,16 +8,17 @@ model with LocalOptimizer on the same partition sizes: the two must agree.
     python scripts/distri_job.py --master "local-cluster[2,1,1024]" --out w.npy
     spark-submit --master spark://127.0.0.1:7077 scripts/distri_job.py --out w.npy
     python scripts/distri_job.py --master "local[2]" --checkpoint-dir ck --checkpoint-every 3 --resume --out w.npy
+    python scripts/distri_job.py --master "local-cluster[2,1,1024]" --sync ring --out w.npy
 
 --pause-after N writes --marker (JSON: iteration, pid) after iteration N and then
 waits (at most --pause-timeout seconds) until the --go file exists, so a test can
 kill an executor or the driver at a known point of training. The last stdout
-line is a JSON summary: first and last step this process ran, wall time.
+line is a JSON summary: first and last step this process ran, wall time, the backend
+and the median per-iteration time split (a quick ring vs blockmanager comparison).
 """
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -43,6 +44,7 @@ def parse_args(argv=None):
     ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint, if any")
     ap.add_argument("--cache-root", default=None, help="folder for the converted partitions")
     ap.add_argument("--lineage-every", type=int, default=50)
+    ap.add_argument("--sync", choices=["blockmanager", "ring", "auto"], default="blockmanager")
     ap.add_argument("--log", default=None, help="training log (JSON lines, one per iteration)")
     ap.add_argument("--spark-log-level", default="ERROR", help="e.g. WARN or INFO to see task retries")
     ap.add_argument("--pause-after", type=int, default=None)
@@ -119,6 +121,13 @@ class PauseAt:
         return self.stop(state)
 
 
+def median_breakdown(metrics):
+    """Median per-iteration milliseconds, the first iteration (start-up) left out."""
+    steady = metrics[1:] or metrics
+    keys = ("wall_ms", "compute_ms", "data_ms", "sync_ms", "overhead_ms", "driver_bytes")
+    return {f"median_{k}": round(float(np.median([m[k] for m in steady])), 2) for k in keys} if steady else {}
+
+
 def main(argv=None):
     args = parse_args(argv)
     from bigdl_py.engine.distri import DistriOptimizer
@@ -136,7 +145,7 @@ def main(argv=None):
                               batch_size=args.batch_size, end_trigger=stop, learning_rate=args.lr,
                               seed=args.seed, num_partitions=len(args.sizes),
                               feature_shape=FEATURE_SHAPES[args.model], cache_root=args.cache_root,
-                              lineage_every=args.lineage_every)
+                              lineage_every=args.lineage_every, sync=args.sync)
         opt.set_training_log(args.log)
         if args.checkpoint_dir:
             opt.set_checkpoint(args.checkpoint_dir, SeveralIteration(args.checkpoint_every), keep=2)
@@ -148,8 +157,9 @@ def main(argv=None):
             os.replace(tmp, args.out)
         steps = [h["step"] for h in opt.history]
         print(json.dumps(dict(first_step=min(steps, default=None), last_step=max(steps, default=None),
-                              loss=opt.history[-1]["loss"] if opt.history else None,
-                              wall_s=round(time.perf_counter() - t0, 2))), flush=True)
+                              loss=opt.history[-1]["loss"] if opt.history else None, sync=opt.sync_choice[0],
+                              wall_s=round(time.perf_counter() - t0, 2), **median_breakdown(opt.metrics))),
+              flush=True)
     finally:
         spark.stop()
 

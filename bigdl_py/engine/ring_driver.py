@@ -47,8 +47,8 @@ class TaskFailure(RuntimeError):
 class _Session:
     """The R control connections of one set of tasks, used in lock step."""
 
-    def __init__(self, key, conns, timeout):
-        self.key, self.conns, self.timeout = key, conns, timeout
+    def __init__(self, key, conns):
+        self.key, self.conns = key, conns
         self.received = 0
 
     def all(self, cmd):
@@ -162,10 +162,10 @@ class RingDriver:
                             for c, _ in conns.values():
                                 c.close()
                     conn_list = [pending[key][r][0] for r in range(self.ranks)]
-                    for c in conn_list:
-                        c.settimeout(self.timeout)
+                    for c in conn_list:  # tasks time out on their peers themselves; a dead one closes its socket
+                        c.settimeout(self.opt.ring_idle_timeout)
                     self.opt.ring_task_pids = [pending[key][r][1] for r in range(self.ranks)]
-                    return _Session(key, conn_list, self.timeout)
+                    return _Session(key, conn_list)
             elif event[0] == "stage_done" and event[1] == self.launch:
                 error = event[3] or TaskFailure("the training stage ended before training did")
                 if not _transient(str(error)):  # a bug or bad data: a restart would fail the same way

@@ -180,7 +180,7 @@ class RingWorker:
             ring.butterfly_all_gather(self.peers, self.weights, cfg["chunks"])
         t5 = time.perf_counter()
         return dict(loss_sum=loss_sum, count=count, compute_s=compute_s, data_s=data_s,
-                    sync_s=(t3 - t2) + (t5 - t4), update_s=t4 - t3)
+                    sync_s=t5 - t2, update_s=t4 - t3)  # sync includes the update, as in the block-manager path
 
     def _backward_overlapped(self, xb, grad_out):
         """Backward layer by layer; each finished bucket goes to the comm thread at once."""
@@ -213,7 +213,7 @@ class RingWorker:
         cfg = self.cfg
         for s in self.owned:
             lo, hi = cfg["bounds"][s]
-            apply_update(cfg["optim_config"], self.weights[lo:hi], self.grads[lo:hi].copy(), self.state[s],
+            apply_update(cfg["optim_config"], self.weights[lo:hi], self.grads[lo:hi], self.state[s],
                          count, lr, step, cfg["boundaries"], lo, hi, cfg["clip_value"])
 
     def validate(self):
