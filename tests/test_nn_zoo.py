@@ -239,6 +239,22 @@ def test_efficientnet_lite0_matches_efficientnet_lite_pytorch():
     check_lite0_against(ref, zoo.efficientnet_lite0(), MODELS["efficientnet_lite0"][1], seed=2)
 
 
+def test_folding_batchnorm_into_the_convolutions_keeps_the_outputs():
+    torch.manual_seed(0)
+    ref = TorchLite0()
+    randomise_bn_statistics(ref, 3)
+    model = zoo.efficientnet_lite0()
+    import_by_name(model, ref.state_dict())
+    folded = zoo.fold_lite0_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm) for _, m in folded.named_modules())
+    assert folded.num_parameters() == model.num_parameters() - 2 * sum(
+        m.config["num_features"] for _, m in model.named_modules() if isinstance(m, nn.BatchNorm)) + sum(
+        m.config["out_channels"] for _, m in folded.named_modules() if isinstance(m, nn.Conv2d))
+    x = MODELS["efficientnet_lite0"][1]
+    want = model.eval().forward(x)
+    np.testing.assert_allclose(folded.forward(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 def test_lstm_classifier_matches_torch():
     torch.manual_seed(0)
     emb, lstm, fc = torch.nn.Embedding(20, 5), torch.nn.LSTM(5, 6, batch_first=True), torch.nn.Linear(6, 3)

@@ -113,17 +113,27 @@ _LITE0_BLOCKS = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40
 _BN = {"eps": 1e-3, "momentum": 0.01}
 
 
-def _same_conv(cin, cout, kernel, stride, groups, name):
+def _same_conv(cin, cout, kernel, stride, groups, name, bias=False):
     """Conv with TensorFlow "SAME" padding: [pad,] conv. Stride 2 pads (k-2)//2 top/left, the rest
     bottom/right (exact for inputs whose sizes stay even at every stride-2 stage, e.g. 224)."""
     if stride == 1:
-        return [Conv2d(cin, cout, kernel, padding=(kernel - 1) // 2, groups=groups, bias=False, name=name)]
+        return [Conv2d(cin, cout, kernel, padding=(kernel - 1) // 2, groups=groups, bias=bias, name=name)]
     lo, hi = (kernel - 2) // 2, kernel - 2 - (kernel - 2) // 2
     return [ZeroPad2d((lo, hi, lo, hi), name=f"{name}_pad"),
-            Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=False, name=name)]
+            Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=bias, name=name)]
 
 
-def _mbconv(cin, cout, kernel, stride, expand):
+def _conv_bn(name, bn_name, make_conv, channels, fold_bn):
+    """make_conv(bias) layers, then BatchNorm `bn_name` unless it is folded into the conv's weights and bias."""
+    return make_conv(fold_bn) if fold_bn else make_conv(False) + [BatchNorm(channels, name=bn_name, **_BN)]
+
+
+# Which BatchNorm follows which convolution (efficientnet_lite_pytorch's names), for folding.
+_LITE0_CONV_BN = {"_conv_stem": "_bn0", "_conv_head": "_bn1", "_expand_conv": "_bn0", "_depthwise_conv": "_bn1",
+                  "_project_conv": "_bn2"}
+
+
+def _mbconv(cin, cout, kernel, stride, expand, fold_bn=False):
     """Inverted residual: [expand 1x1 + BN + ReLU6,] depthwise kxk + BN + ReLU6, project 1x1 + BN, [+ x].
 
     Names follow efficientnet_lite_pytorch's MBConvBlock (_expand_conv, _bn0,
@@ -132,11 +142,14 @@ def _mbconv(cin, cout, kernel, stride, expand):
     mid = cin * expand
     layers = []
     if expand != 1:
-        layers += [Conv2d(cin, mid, 1, bias=False, name="_expand_conv"), BatchNorm(mid, name="_bn0", **_BN),
-                   ReLU6(name="_swish0")]
-    layers += _same_conv(mid, mid, kernel, stride, mid, "_depthwise_conv")
-    layers += [BatchNorm(mid, name="_bn1", **_BN), ReLU6(name="_swish1"),
-               Conv2d(mid, cout, 1, bias=False, name="_project_conv"), BatchNorm(cout, name="_bn2", **_BN)]
+        layers += _conv_bn("_expand_conv", "_bn0", lambda b: [Conv2d(cin, mid, 1, bias=b, name="_expand_conv")], mid,
+                           fold_bn)
+        layers.append(ReLU6(name="_swish0"))
+    layers += _conv_bn("_depthwise_conv", "_bn1",
+                       lambda b: _same_conv(mid, mid, kernel, stride, mid, "_depthwise_conv", b), mid, fold_bn)
+    layers.append(ReLU6(name="_swish1"))
+    layers += _conv_bn("_project_conv", "_bn2", lambda b: [Conv2d(mid, cout, 1, bias=b, name="_project_conv")], cout,
+                       fold_bn)
     if stride != 1 or cin != cout:
         return Sequential(*layers)
     x = inp = Input((None, None, cin), name="inputs")
@@ -145,7 +158,7 @@ def _mbconv(cin, cout, kernel, stride, expand):
     return Model(inp, Add(name="_skip")([x, inp]))
 
 
-def efficientnet_lite0(num_classes=1000, dropout=0.2, seed=None):
+def efficientnet_lite0(num_classes=1000, dropout=0.2, seed=None, fold_bn=False):
     """EfficientNet-Lite0 (Tan & Le 2019, Lite variant: ReLU6, no squeeze-excite, fixed stem/head).
 
     Stem 3x3 stride-2 conv to 32 channels, 16 MBConv blocks, head 1x1 conv to
@@ -154,16 +167,20 @@ def efficientnet_lite0(num_classes=1000, dropout=0.2, seed=None):
     `_blocks.3._depthwise_conv.weight`, `_fc.bias`, ...), so a PyTorch state dict
     imports by name (convolution weights transposed to HWIO). Stochastic depth
     (drop-connect) is not applied.
+    With `fold_bn` there are no BatchNorm layers: the convolutions have biases and
+    hold the folded eval-mode BatchNorms (an inference model, see
+    `fold_lite0_batchnorm`), which saves one pass over every activation.
     Shape: x (N, 224, 224, 3) -> logits (N, num_classes); any size divisible by 32 works.
     """
     blocks = []
     for repeats, kernel, stride, expand, cin, cout in _LITE0_BLOCKS:
         for r in range(repeats):
-            blocks.append(_mbconv(cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand))
+            blocks.append(_mbconv(cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand, fold_bn))
     model = Sequential(
-        *_same_conv(3, 32, 3, 2, 1, "_conv_stem"), BatchNorm(32, name="_bn0", **_BN), ReLU6(name="_stem_swish"),
+        *_conv_bn("_conv_stem", "_bn0", lambda b: _same_conv(3, 32, 3, 2, 1, "_conv_stem", b), 32, fold_bn),
+        ReLU6(name="_stem_swish"),
         Sequential(*blocks, name="_blocks"),
-        Conv2d(320, 1280, 1, bias=False, name="_conv_head"), BatchNorm(1280, name="_bn1", **_BN),
+        *_conv_bn("_conv_head", "_bn1", lambda b: [Conv2d(320, 1280, 1, bias=b, name="_conv_head")], 1280, fold_bn),
         ReLU6(name="_head_swish"),
         GlobalAvgPool2d(name="_avg_pooling"),
         *([Dropout(dropout, name="_dropout")] if dropout else []),
@@ -171,6 +188,35 @@ def efficientnet_lite0(num_classes=1000, dropout=0.2, seed=None):
         name="efficientnet_lite0",
     )
     return _seeded(model, seed)
+
+
+def fold_lite0_batchnorm(model):
+    """An inference copy of an EfficientNet-Lite0 with every eval-mode BatchNorm folded into its convolution.
+
+    y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta is conv(x) with weights
+    scaled by s = gamma / sqrt(var + eps) per output channel and bias beta - mean * s
+    (computed in float64). The result is in eval mode; it cannot be trained as the original.
+    """
+    state = model.state_dict()
+    fc = state["_fc.weight"]
+    dropout = next((m.config["p"] for _, m in model.named_modules() if isinstance(m, Dropout)), 0.0)
+    folded = efficientnet_lite0(num_classes=fc.shape[0], dropout=dropout, fold_bn=True)
+    eps = _BN["eps"]
+    out = {}
+    for name in folded.state_dict():
+        layer, _, what = name.rpartition(".")  # "_blocks.3._expand_conv", "weight"
+        prefix, _, conv = layer.rpartition(".")
+        if conv not in _LITE0_CONV_BN:
+            out[name] = state[name]
+            continue
+        bn = f"{prefix}.{_LITE0_CONV_BN[conv]}" if prefix else _LITE0_CONV_BN[conv]
+        scale = state[f"{bn}.weight"].astype(np.float64) / np.sqrt(state[f"{bn}.running_var"].astype(np.float64) + eps)
+        if what == "weight":
+            out[name] = (state[name].astype(np.float64) * scale).astype(np.float32)  # HWIO: Cout is the last axis
+        else:
+            out[name] = (state[f"{bn}.bias"] - state[f"{bn}.running_mean"] * scale).astype(np.float32)
+    folded.load_state_dict(out)
+    return folded.eval()
 
 
 def lstm_classifier(vocab_size, embed_dim, hidden, num_classes, seed=None):

@@ -45,7 +45,7 @@ def _check_args(batch_size, top_k, on_bad_image):
 
 def read_images(spark, input_path):
     """DataFrame (path, content) of every PNG/JPEG file under input_path (recursively)."""
-    if "://" not in input_path and not os.path.exists(input_path):
+    if "://" not in input_path and not re.search(r"[*?\[{]", input_path) and not os.path.exists(input_path):
         raise ValueError(f"input_path: {input_path} does not exist")
     return (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
             .option("pathGlobFilter", IMAGE_GLOB).load(input_path).select("path", "content"))

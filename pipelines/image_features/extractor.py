@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from bigdl_py.atomic import atomic_write_json
+from bigdl_py.nn import zoo
 from bigdl_py.nn.containers import Sequential
 from bigdl_py.nn.io import load_model
 from bigdl_py.nn.layers import Conv2d, Dropout, Linear
@@ -101,7 +102,7 @@ def load_extractor(model="efficientnet-lite0", image_size=224, resize="crop"):
     convolution's input channels.
     """
     if model == MODEL_NAME:
-        net = pretrained_efficientnet_lite0()
+        net = zoo.fold_lite0_batchnorm(pretrained_efficientnet_lite0())  # inference only: no BN passes
         prep = Preprocessing(image_size, resize, 3, LITE_MEAN, LITE_STD)
         labels = list(imagenet_labels())
     else:

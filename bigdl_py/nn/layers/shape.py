@@ -98,7 +98,11 @@ class ZeroPad2d(Module):
     def forward(self, x):
         self.check_input(x, (None, None, None, None))
         left, right, top, bottom = self.config["padding"]
-        return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        n, h, w, c = x.shape
+        # zeros + one slice copy: several times faster than np.pad on large activations
+        y = np.zeros((n, h + top + bottom, w + left + right, c), x.dtype)
+        y[:, top:top + h, left:left + w] = x
+        return y
 
     def backward(self, x, grad_y):
         left, right, top, bottom = self.config["padding"]
