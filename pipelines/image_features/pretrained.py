@@ -18,8 +18,9 @@ from bigdl_py.nn.io import load_model, save_model
 from bigdl_py.nn.torch_import import load_torch_state_dict, read_torch_weights
 
 MODEL_NAME = "efficientnet-lite0"
-# EfficientNet-Lite was trained on pixels scaled as (p - 127) / 128 in RGB order
-# (MEAN_RGB = STDDEV_RGB-ish constants of the TF Lite builder); these weights keep that.
+# EfficientNet-Lite's TF builder normalises RGB pixels with MEAN_RGB = [127.0] * 3 and
+# STDDEV_RGB = [128.0] * 3 (not ImageNet's mean/std); the ported weights expect the same
+# (with them the shipped photos get clearly more confident, correct top-1 classes).
 LITE_MEAN = (127.0, 127.0, 127.0)
 LITE_STD = (128.0, 128.0, 128.0)
 IMAGE_SIZE = 224
