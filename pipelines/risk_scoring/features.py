@@ -68,6 +68,14 @@ def network_assembler(spec):
     return VectorAssembler(inputCols=index_names(spec) + ["num_scaled"], outputCol="features")
 
 
+def drop_intermediate(spec):
+    """Keep the input columns and `features` only: the network stage ships every column of
+    its input through Python (Arrow), so the helper columns would cost scoring time."""
+    helpers = (numeric_names(spec) + [f"imp_{n[4:]}" for n in numeric_names(spec)] + category_names(spec)
+               + index_names(spec) + ["num_raw", "num_scaled"])
+    return SQLTransformer(statement=f"SELECT * EXCEPT ({', '.join(helpers)}) FROM __THIS__")
+
+
 def baseline_stages(spec):
     """One-hot indices + scaled numerics for the MLlib models (linear models need one-hot)."""
     onehot = [f"oh_{c[4:]}" for c in index_names(spec)]

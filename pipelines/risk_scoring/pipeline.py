@@ -147,7 +147,8 @@ def run_risk_pipeline(spark, dataset="credit_data", output_dir="output/risk_scor
 def _save_model(output_dir, spec, prep_model, nn_model, train_table):
     """The scoring PipelineModel (features + network) with its policy info, and the marginals."""
     model_dir = os.path.join(output_dir, "model")
-    PipelineModel(stages=[prep_model, features.network_assembler(spec), nn_model]).write().overwrite().save(model_dir)
+    PipelineModel(stages=[prep_model, features.network_assembler(spec), features.drop_intermediate(spec),
+                   nn_model]).write().overwrite().save(model_dir)
     scoring.save_scoring_info(model_dir, spec, features.category_labels(prep_model, spec))
     marginals = os.path.join(output_dir, "marginals.json")
     atomic_write_json(marginals, synthetic.fit_marginals(train_table, spec))

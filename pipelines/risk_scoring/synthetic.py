@@ -5,8 +5,8 @@ missing rate and 101 quantiles (sampled by inverse CDF, rounded when the column 
 whole numbers), categorical ones by value frequencies and missing rate. The summary is
 a small JSON-able dict, so `generate` ships it to the executors, where each Arrow
 batch of `spark.range` ids becomes rows sampled with a generator seeded by (seed,
-first id): the same (n, seed) gives the same rows whatever the partitioning, and no
-row passes through the driver. Columns are drawn independently (marginals only).
+first id): the same (rows, partitions, seed) gives the same rows, and no row passes
+through the driver. Columns are drawn independently (marginals only).
 
 `bad_fraction` > 0 plants bad rows for the scoring policy: unseen categories and
 missing numerics, each in about that share of rows.
@@ -44,7 +44,8 @@ def spark_schema(marginals):
 
 
 def sample_batch(marginals, n, rng, bad_fraction=0.0):
-    """{column: numpy array} of n sampled rows (numerics float64 with NaN, categoricals object with None)."""
+    """{column: array} of n sampled rows: numerics float64 with NaN for missing,
+    categoricals as (codes int32, values list) with code -1 for missing."""
     out = {}
     for c in marginals["order"]:
         if c in marginals["numeric"]:
@@ -53,30 +54,38 @@ def sample_batch(marginals, n, rng, bad_fraction=0.0):
             if m["integer"]:
                 v = np.round(v)
             v[rng.random(n) < m["missing"] + bad_fraction] = np.nan
+            out[c] = v
         else:
             m = marginals["categorical"][c]
-            values = np.array(m["values"] + [None, UNSEEN], dtype=object)
             codes = np.searchsorted(np.cumsum(m["probs"]), rng.random(n) * (1 - 1e-12), side="right")
-            codes[rng.random(n) < m["missing"]] = len(m["values"])
-            codes[rng.random(n) < bad_fraction] = len(m["values"]) + 1
-            v = values[codes]
-        out[c] = v
+            codes[rng.random(n) < bad_fraction] = len(m["values"])  # the UNSEEN value
+            codes[rng.random(n) < m["missing"]] = -1
+            out[c] = (codes.astype(np.int32), m["values"] + [UNSEEN])
     return out
+
+
+def to_arrow(cols, marginals):
+    """An Arrow RecordBatch of sample_batch output (strings through a dictionary: no Python objects)."""
+    import pyarrow as pa
+
+    arrays = []
+    for c in marginals["order"]:
+        if c in marginals["numeric"]:
+            arrays.append(pa.array(cols[c], type=pa.float64(), from_pandas=True))
+        else:
+            codes, values = cols[c]
+            indices = pa.array(codes, mask=codes < 0)
+            arrays.append(pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string())).cast(pa.string()))
+    return pa.RecordBatch.from_arrays(arrays, names=marginals["order"])
 
 
 def _generator(marginals, seed, bad_fraction):
     def generate_batches(batches):
-        import pyarrow as pa
-
         for batch in batches:
             ids = batch.column(0).to_numpy()
-            if ids.size == 0:
-                continue
-            rng = np.random.default_rng([seed, int(ids[0])])
-            cols = sample_batch(marginals, ids.size, rng, bad_fraction)
-            arrays = [pa.array(cols[c], type=pa.float64(), from_pandas=True) if c in marginals["numeric"]
-                      else pa.array(cols[c], type=pa.string()) for c in marginals["order"]]
-            yield pa.RecordBatch.from_arrays(arrays, names=marginals["order"])
+            if ids.size:
+                rng = np.random.default_rng([seed, int(ids[0])])
+                yield to_arrow(sample_batch(marginals, ids.size, rng, bad_fraction), marginals)
     return generate_batches
 
 

@@ -1,0 +1,227 @@
+"""Risk-scoring pipeline parts: metrics vs sklearn, splits, synthetic marginals, the
+feature vector, the network wiring, rules, and the bad-row scoring policy on Spark.
+
+The end-to-end run (training, baselines, plots, targets) is the notebook's test.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from bigdl_py.pipelines.risk_scoring import data, evaluate, synthetic
+from bigdl_py.pipelines.risk_scoring.network import class_weights, embedding_dim, risk_network
+
+
+@pytest.fixture(scope="module")
+def credit():
+    return data.load_pandas(data.CREDIT_DATA)
+
+
+# ---- metrics ------------------------------------------------------------------------
+@pytest.mark.parametrize("rounding", [None, 1])  # 1 decimal: many ties, like a points score
+def test_metrics_match_sklearn(rounding):
+    rng = np.random.default_rng(3)
+    y = rng.random(700) < 0.15
+    s = rng.random(700) * 0.7 + y * 0.3
+    s = s if rounding is None else np.round(s, rounding)
+    assert evaluate.roc_auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert evaluate.pr_auc(s, y) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    fpr, tpr, _ = roc_curve(y, s)
+    assert evaluate.ks_statistic(s, y) == pytest.approx(np.max(tpr - fpr), abs=1e-12)
+
+
+def test_deciles_and_calibration_add_up():
+    rng = np.random.default_rng(4)
+    p = rng.random(1003)
+    y = rng.random(1003) < p  # calibrated by construction
+    deciles = evaluate.decile_table(p, y)
+    assert [d["count"] for d in deciles] == [101, 101, 101] + [100] * 7
+    assert sum(d["bads"] for d in deciles) == y.sum() and deciles[-1]["cumulative_capture"] == 1.0
+    assert deciles[0]["bad_rate"] > deciles[-1]["bad_rate"] and deciles[0]["min_score"] >= deciles[1]["max_score"]
+    bins = evaluate.calibration_bins(p, y)
+    assert sum(b["count"] for b in bins) == 1003
+    assert all(abs(b["observed_rate"] - b["mean_predicted"]) < 0.15 for b in bins)
+
+
+def test_metrics_reject_bad_input():
+    with pytest.raises(ValueError, match="both classes"):
+        evaluate.roc_auc([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="1 of 3 rows"):
+        evaluate.roc_auc([0.1, np.nan, 0.3], [0, 1, 0])
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        evaluate.calibration_bins([0.5, 1.5], [0, 1])
+
+
+# ---- data ---------------------------------------------------------------------------
+def test_tables_labels_and_no_outcome_columns(credit):
+    assert len(credit) == 4454 and int(credit["label"].sum()) == 1254
+    loans = data.load_pandas(data.LOANS)
+    assert len(loans) == 10000 and int(loans["label"].sum()) == 111  # charged off + late: ~1%
+    leaks = {"loan_status", "balance", "paid_total", "paid_principal", "paid_interest", "paid_late_fees"}
+    assert not leaks & set(data.LOANS.numeric + data.LOANS.categorical)
+
+
+def test_random_split_is_seeded_and_stratified(credit):
+    a, b, c = (data.assign_splits(credit, seed=s)["split"] for s in (7, 7, 8))
+    assert a.equals(b) and not a.equals(c)
+    counts = a.value_counts()
+    assert (counts["train"], counts["validation"], counts["test"]) == (2672, 891, 891)
+    rates = credit.groupby(a)["label"].mean()
+    assert rates.max() - rates.min() < 0.002
+
+
+def test_time_split_follows_issue_month():
+    loans = data.load_pandas(data.LOANS)
+    split = data.assign_splits(loans, by="time", spec=data.LOANS)["split"]
+    assert (split[loans["issue_month"] == "Jan-2018"] == "train").all()
+    assert (split[loans["issue_month"] == "Mar-2018"] == "test").all()
+    with pytest.raises(ValueError, match="no date column"):
+        data.assign_splits(loans, by="time", spec=data.CREDIT_DATA)
+    with pytest.raises(ValueError, match="expected one of"):
+        data.get_spec("german")
+
+
+# ---- synthetic rows -----------------------------------------------------------------
+def test_synthetic_rows_follow_the_marginals(credit):
+    marginals = json.loads(json.dumps(synthetic.fit_marginals(credit, data.CREDIT_DATA)))  # JSON-able
+    cols = synthetic.sample_batch(marginals, 40_000, np.random.default_rng(0))
+    income = cols["Income"]
+    assert np.isnan(income).mean() == pytest.approx(credit["Income"].isna().mean(), abs=0.01)
+    real = credit["Income"].dropna().to_numpy()
+    for q in (0.1, 0.5, 0.9):
+        assert np.nanquantile(income, q) == pytest.approx(np.quantile(real, q), rel=0.05)
+    assert np.all(cols["Age"][~np.isnan(cols["Age"])] % 1 == 0)  # whole numbers stay whole
+    codes, values = cols["Home"]
+    share = np.mean(np.array(values, dtype=object)[codes[codes >= 0]] == "owner")
+    assert share == pytest.approx((credit["Home"] == "owner").sum() / credit["Home"].notna().sum(), abs=0.015)
+    planted = synthetic.sample_batch(marginals, 10_000, np.random.default_rng(1), bad_fraction=0.05)
+    assert np.mean(planted["Job"][0] == len(planted["Job"][1]) - 1) == pytest.approx(0.05, abs=0.01)
+    table = synthetic.to_arrow(planted, marginals).to_pandas()
+    assert (table["Job"] == synthetic.UNSEEN).mean() == pytest.approx(0.05, abs=0.01)
+
+
+# ---- network ------------------------------------------------------------------------
+def test_network_reads_indices_and_numerics_from_one_vector():
+    model = risk_network([4, 3], 5, hidden=(6,), seed=1).eval()
+    x = np.c_[np.array([[3, 0], [1, 2]], np.float32), np.random.default_rng(0).standard_normal((2, 5))]
+    out = model.forward(x.astype(np.float32))
+    assert out.shape == (2, 2)
+    table = model._children["embed_0"].params["weight"]
+    assert table.shape == (4, embedding_dim(4))
+    x2 = x.copy()
+    x2[0, 0] = 2  # another category changes only that row
+    out2 = model.forward(x2.astype(np.float32))
+    assert not np.allclose(out2[0], out[0]) and np.allclose(out2[1], out[1])
+    assert class_weights(np.array([0, 0, 0, 1])) == [4 / 6, 2.0]
+    with pytest.raises(ValueError, match="both classes"):
+        class_weights(np.zeros(5))
+
+
+# ---- Spark: features, rules, scoring policy -----------------------------------------
+@pytest.fixture(scope="module")
+def scoring_model(spark, tmp_path_factory):
+    """Features fitted on the credit training split + an untrained network, saved and reloaded."""
+    from pyspark.ml import PipelineModel
+
+    from bigdl_py.ml import NNClassificationModel
+    from bigdl_py.pipelines.risk_scoring import features, scoring
+
+    spec, df = data.load_dataframe(spark, "credit_data")
+    train = df.filter("split = 'train'")
+    prep = features.prep_pipeline(spec).fit(train)
+    net = NNClassificationModel(model=risk_network(features.cardinalities(prep, spec),
+                                                   len(features.numeric_names(spec)), seed=0))
+    model_dir = str(tmp_path_factory.mktemp("risk") / "model")
+    PipelineModel(stages=[prep, features.network_assembler(spec), features.drop_intermediate(spec), net]) \
+        .write().overwrite().save(model_dir)
+    scoring.save_scoring_info(model_dir, spec, features.category_labels(prep, spec))
+    return spec, df, prep, model_dir
+
+
+@pytest.mark.spark
+def test_feature_vector_holds_indices_then_scaled_numerics(scoring_model):
+    from pyspark.ml.functions import vector_to_array
+
+    from bigdl_py.pipelines.risk_scoring import features
+
+    spec, df, prep, _ = scoring_model
+    out = features.network_assembler(spec).transform(prep.transform(df.filter("split = 'train'")))
+    x = np.array(out.select(vector_to_array("features").alias("f")).toPandas()["f"].tolist())
+    cards = features.cardinalities(prep, spec)
+    k = len(cards)
+    assert x.shape == (2672, k + len(features.numeric_names(spec)))
+    assert np.all(x[:, :k] == np.round(x[:, :k])) and np.all(x[:, :k] < np.array(cards))
+    np.testing.assert_allclose(x[:, k:].mean(axis=0), 0, atol=1e-6)
+    np.testing.assert_allclose(x[:, k:].std(axis=0, ddof=1), 1, atol=1e-6)
+
+
+@pytest.mark.spark
+def test_rule_points(spark):
+    from bigdl_py.pipelines.risk_scoring.rules import rule_score_column
+
+    rows = [("yes", "partime", 950.0, 1000.0, 1.0, 50.0), ("no", "fixed", 100.0, 1000.0, 10.0, 300.0),
+            ("no", "fixed", 100.0, 0.0, None, None)]
+    df = spark.createDataFrame(rows, "Records string, Job string, Amount double, Price double, "
+                                     "Seniority double, Income double")
+    assert [r[0] for r in df.select(rule_score_column("credit_data")).collect()] == [6, 0, 0]
+
+
+@pytest.mark.spark
+def test_bad_rows_are_scored_and_counted_not_fatal(spark, scoring_model, tmp_path):
+    """Unknown category, null category, NaN numeric and an unparseable string numeric:
+    every row gets a finite score and the summary counts each issue."""
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
+
+    from bigdl_py.pipelines.risk_scoring import scoring
+
+    spec, df, _, model_dir = scoring_model
+    base = df.filter("split = 'test'").drop("label", "split").limit(40)
+    n = F.monotonically_increasing_id()
+    bad = (base.withColumn("i", n)
+           .withColumn("Home", F.when(F.col("i") % 10 == 1, F.lit("castle")).otherwise(F.col("Home")))
+           .withColumn("Job", F.when(F.col("i") % 10 == 2, F.lit(None)).otherwise(F.col("Job")))
+           .withColumn("Age", F.when(F.col("i") % 10 == 3, F.lit(float("nan"))).otherwise(F.col("Age")))
+           .withColumn("Debt", F.when(F.col("i") % 10 == 4, F.lit("n/a")).otherwise(F.col("Debt").cast("string")))
+           .drop("i"))
+    src = str(tmp_path / "in.parquet")
+    bad.write.parquet(src)
+    inp = spark.read.parquet(src)
+    truth = inp.toPandas()
+    info = scoring.load_scoring_info(model_dir)
+    summary = scoring.score_to_parquet(PipelineModel.load(model_dir), inp, info, str(tmp_path / "out.parquet"))
+    missing = truth[list(spec.numeric) + list(spec.categorical)].isna().any(axis=1)  # "n/a" is not missing
+    assert summary["rows"] == 40 and summary["unscored"] == 0
+    assert summary["unknown_category"] == int((truth["Home"] == "castle").sum()) == 4
+    assert summary["wrong_type"] == int((truth["Debt"] == "n/a").sum()) == 4
+    assert summary["missing"] == int(missing.sum()) >= 8
+    out = spark.read.parquet(str(tmp_path / "out.parquet")).toPandas()
+    assert out["score"].between(0, 1).all() and list(out.columns[:len(inp.columns)]) == inp.columns
+    with pytest.raises(ValueError, match=r"input columns \['Income'\]"):
+        scoring.score(PipelineModel.load(model_dir), inp.drop("Income"), info)
+
+
+@pytest.mark.spark
+def test_synthetic_rows_generated_on_executors_and_scored(spark, credit, scoring_model, tmp_path):
+    """The job's scoring path: generated rows (with planted bad values) through the
+    saved model via the `score` command of job.py, and the generator is reproducible."""
+    from bigdl_py.pipelines.risk_scoring import job
+
+    _, _, _, model_dir = scoring_model
+    marginals = synthetic.fit_marginals(credit, data.CREDIT_DATA)
+    gen = synthetic.generate(spark, marginals, 3000, 3, seed=5, bad_fraction=0.02)
+    assert gen.rdd.getNumPartitions() == 3
+    first = gen.toPandas()
+    assert len(first) == 3000 and first.equals(synthetic.generate(spark, marginals, 3000, 3, seed=5,
+                                                                  bad_fraction=0.02).toPandas())
+    src = str(tmp_path / "synthetic.parquet")
+    gen.write.parquet(src)
+    summary = job.main(["score", "--model", model_dir, "--input", src, "--output", str(tmp_path / "s.parquet")])
+    assert summary["rows"] == 3000 and summary["unscored"] == 0
+    assert summary["unknown_category"] == int(first[list(data.CREDIT_DATA.categorical)]
+                                              .eq(synthetic.UNSEEN).any(axis=1).sum()) > 0
+    assert os.path.isdir(str(tmp_path / "s.parquet"))
+    with pytest.raises(ValueError, match="rows >= 1"):
+        synthetic.generate(spark, marginals, 0, 3)
