@@ -1,0 +1,173 @@
+"""Large-batch study (issue 9): global batch 8192 with the recipe vs batch 256, MNIST test accuracy.
+
+For each model, two runs on the same data for the same number of epochs:
+  - small: batch 256, momentum SGD 0.9, cosine-annealed lr (the tuned baseline);
+  - large: batch 8192, `large_batch_recipe` (LARS + linear lr scaling from batch 256
+    + gradual warm-up + poly decay).
+The claim: large reaches small's test accuracy within 0.5 points.
+
+The accuracy runs use LocalOptimizer (tested equal to DistriOptimizer to float32
+round-off for the same partitions) with `--threads` kernel threads; a short
+distributed confirmation then trains the large-batch recipe with DistriOptimizer
+in local[2] for a few iterations and compares its weights with LocalOptimizer's on
+the very same partitions.
+
+ResNet-20 takes 32x32x3 images: digits are zero-padded to 32x32 and the grey
+channel repeated three times.
+
+JSON lines: one per run, one summary per model, then the distributed check.
+
+    python scripts/bench_large_batch.py [--quick] [--models lenet5 resnet20] [--epochs 8]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_mnist import normalize  # noqa: E402  (the same pixel normalisation as the local run)
+
+SMALL_BATCH, LARGE_BATCH = 256, 8192
+# Per model: baseline SGD lr at batch 256, the recipe's base lr (at 256, scaled to 8192), warm-up epochs.
+SETTINGS = {
+    "lenet5": dict(small_lr=0.08, large_base_lr=0.5, warmup_epochs=2.0, trust=0.02),
+    "resnet20": dict(small_lr=0.1, large_base_lr=0.5, warmup_epochs=2.0, trust=0.02),
+}
+
+
+def model_and_data(name, x, x_test):
+    """A fresh model (seed 0) and the images in its input shape."""
+    from bigdl_py.nn import zoo
+
+    if name == "lenet5":
+        return zoo.lenet5(seed=0), x, x_test
+
+    def to_32x32x3(a):
+        return np.repeat(np.pad(a, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=3)
+
+    return zoo.resnet20(seed=0), to_32x32x3(x), to_32x32x3(x_test)
+
+
+def training(large, batch, steps_per_epoch, epochs, settings):
+    """(optim_method, learning_rate, schedule, description) of the small or the large run."""
+    from bigdl_py.optim import SGD, Cosine, large_batch_recipe
+
+    if not large:
+        return SGD(momentum=0.9), settings["small_lr"], Cosine(steps_per_epoch * epochs), "sgd+cosine"
+    recipe = large_batch_recipe(batch, settings["large_base_lr"], steps_per_epoch, epochs,
+                                base_batch=settings["base_batch"], warmup_epochs=settings["warmup_epochs"], trust_coefficient=settings["trust"])
+    return (*recipe, "large_batch_recipe(lars+linear scaling+warmup+poly)")
+
+
+def run(name, large, batch, epochs, data, settings):
+    from bigdl_py.engine.local import LocalOptimizer
+    from bigdl_py.nn import CrossEntropyLoss
+    from bigdl_py.optim import MaxEpoch, Top1Accuracy
+
+    x, y, x_test, y_test = data
+    model, x, x_test = model_and_data(name, x, x_test)
+    steps = -(-len(x) // batch)
+    method, lr, schedule, what = training(large, batch, steps, epochs, settings)
+    opt = LocalOptimizer(model, CrossEntropyLoss(), method, x, y, batch_size=batch, end_trigger=MaxEpoch(epochs),
+                         learning_rate=lr, schedule=schedule)
+    opt.set_validation(x_test, y_test, [Top1Accuracy()]).set_progress(False)
+    t = time.perf_counter()
+    opt.optimize()
+    accuracies = [h["Top1Accuracy"] for h in opt.history if "Top1Accuracy" in h]
+    return dict(model=name, batch=batch, epochs=epochs, iterations=len(opt.history), recipe=what, lr=round(lr, 5),
+                test_accuracy=round(accuracies[-1], 4), accuracy_per_epoch=[round(a, 4) for a in accuracies],
+                train_rows=len(x), wall_s=round(time.perf_counter() - t, 1))
+
+
+def distributed_check(data, batch, iterations, settings, epochs):
+    """DistriOptimizer (local[2]) vs LocalOptimizer on the same partitions: the recipe's weights agree."""
+    from bigdl_py.data.partitions import load_partition
+    from bigdl_py.engine.distri import DistriOptimizer
+    from bigdl_py.engine.local import LocalOptimizer
+    from bigdl_py.main import mnist_dataframe
+    from bigdl_py.nn import CrossEntropyLoss, zoo
+    from bigdl_py.optim import MaxIteration
+    from bigdl_py.spark_session import get_or_create_session
+
+    x, y = data[0], data[1]
+    steps = -(-len(x) // batch)
+    spark = get_or_create_session(master="local[2]", app_name="bench_large_batch")
+    try:
+        df = mnist_dataframe(spark, x, y, 2)
+        method, lr, schedule, _ = training(True, batch, steps, epochs, settings)
+        opt = DistriOptimizer(zoo.lenet5(seed=0), CrossEntropyLoss(), method, df, batch_size=batch,
+                              end_trigger=MaxIteration(iterations), learning_rate=lr, schedule=schedule,
+                              feature_shape=(28, 28, 1), num_partitions=2)
+        opt.set_progress(False)
+        t = time.perf_counter()
+        distributed = opt.optimize().parameters_flat()[0].copy()
+        wall = time.perf_counter() - t
+        parts = [load_partition(opt.data.run_dir, p, (28, 28, 1)) for p in range(opt.data.num_partitions)]
+    finally:
+        spark.stop()
+    method, lr, schedule, _ = training(True, batch, steps, epochs, settings)
+    local = LocalOptimizer(zoo.lenet5(seed=0), CrossEntropyLoss(), method, np.concatenate([p[0] for p in parts]),
+                           np.concatenate([p[1] for p in parts]), batch_size=batch,
+                           end_trigger=MaxIteration(iterations), learning_rate=lr, schedule=schedule,
+                           partition_sizes=opt.data.sizes)
+    local.set_progress(False)
+    expected = local.optimize().parameters_flat()[0]
+    rel = float(np.max(np.abs(distributed - expected)) / np.max(np.abs(expected)))
+    return dict(distributed_check=True, model="lenet5", batch=batch, iterations=iterations,
+                master="local[2]", partitions=list(opt.data.sizes), max_rel_weight_diff_vs_local=rel,
+                equal=rel < 1e-5, samples_s=round(iterations * batch / wall, 1))
+
+
+def model_settings(name, args):
+    """SETTINGS[name] with the command line's base batch and warm-up."""
+    settings = dict(SETTINGS[name], base_batch=args.small_batch)
+    if args.warmup_epochs is not None:
+        settings["warmup_epochs"] = args.warmup_epochs
+    return settings
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="6,000 training / 2,000 test digits, 2 epochs")
+    parser.add_argument("--models", nargs="+", choices=sorted(SETTINGS), default=["lenet5"])
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of both runs")
+    parser.add_argument("--train-rows", type=int, default=None, help="first n training digits (default all)")
+    parser.add_argument("--test-rows", type=int, default=None, help="first n test digits (default all)")
+    parser.add_argument("--warmup-epochs", type=float, default=None, help="override the model's warm-up")
+    parser.add_argument("--small-batch", type=int, default=SMALL_BATCH)
+    parser.add_argument("--large-batch", type=int, default=LARGE_BATCH)
+    parser.add_argument("--threads", type=int, default=2, help="kernel threads of the local runs")
+    parser.add_argument("--check-iterations", type=int, default=3, help="distributed check (0: skip)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from bigdl_py.data.mnist import load_mnist
+    from bigdl_py.kernels.threads import set_num_threads
+
+    set_num_threads(args.threads)
+    x, y, x_test, y_test = load_mnist()
+    rows, test_rows = (6000, 2000) if args.quick else (None, None)
+    rows, test_rows = args.train_rows or rows, args.test_rows or test_rows
+    epochs = 2 if args.quick else args.epochs
+    data = (normalize(x[:rows]), y[:rows], normalize(x_test[:test_rows]), y_test[:test_rows])
+    for name in args.models:
+        settings = model_settings(name, args)
+        small = run(name, False, args.small_batch, epochs, data, settings)
+        print(json.dumps(small), flush=True)
+        large = run(name, True, args.large_batch, epochs, data, settings)
+        print(json.dumps(large), flush=True)
+        gap = round(100 * (small["test_accuracy"] - large["test_accuracy"]), 2)
+        print(json.dumps(dict(summary=True, model=name, epochs=epochs, small_accuracy=small["test_accuracy"],
+                              large_accuracy=large["test_accuracy"], gap_points=gap, within_half_point=gap <= 0.5,
+                              threads=args.threads, engine="LocalOptimizer")), flush=True)
+    if args.check_iterations:
+        print(json.dumps(distributed_check(data, args.large_batch, args.check_iterations,
+                                            model_settings("lenet5", args), epochs)),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
