@@ -184,8 +184,23 @@ class RingDriver:
         """The launch is dead (Spark gave up on it, or it never connected): launch anew after a backoff."""
         self._count(error)
         self.sc.cancelJobGroup(f"{self.group}-{self.launch}")
-        time.sleep(min(2 ** (self.restarts - 1), 8))  # a lost executor needs time to be replaced
+        time.sleep(min(2 ** (self.restarts - 1), 8))
+        self._wait_for_slots()
         self._start_launch()
+
+    def _wait_for_slots(self):
+        """Wait (at most ring_timeout) until executors offer R slots again: a lost executor is
+        replaced after a while, and a barrier stage launched earlier fails its slot check."""
+        master = self.sc.master
+        if master == "local" or master.startswith("local["):
+            return
+        cores = int(self.sc.getConf().get("spark.executor.cores", "1"))
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            executors = self.sc._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver's
+            if executors * cores >= self.ranks:
+                return
+            time.sleep(0.5)
 
     def _final_weights(self):
         """Rank 0's weights, returned by the stage once every task stopped."""
