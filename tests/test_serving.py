@@ -108,3 +108,9 @@ def test_broadcast_model_is_built_once_per_worker_and_predicts_like_the_driver(s
     mb.unpersist()
     with pytest.raises(ValueError, match="not a saved model"):
         ModelBroadcast.from_dir(spark.sparkContext, str(tmp_path / "missing"))
+
+
+def test_whole_float32_rows_take_the_no_copy_path_and_still_flag_nan():
+    arr = pa.array([[1.0, 2.0], [float("nan"), 3.0], [4.0, 5.0]], type=pa.list_(pa.float32()))
+    x, bad = features_to_numpy(pa.RecordBatch.from_arrays([arr], ["f"]).slice(1), "f", 2)
+    assert bad.tolist() == [True, False] and x.tolist() == [[0, 0], [4, 5]]

@@ -87,6 +87,10 @@ def _list_to_matrix(arr, width):
     if rows_ok.size:
         # Null elements inside an array become NaN and are counted as non-finite.
         values = np.asarray(arr.flatten().fill_null(np.nan), dtype=np.float32)
+        if rows_ok.size == n and values.size == n * width:
+            # All rows whole: no gather. Arrow's buffer is read-only; bad values are zeroed later.
+            x = values if values.flags.writeable else values.copy()
+            return x.reshape(n, width), null_rows, lengths != width
         offsets = np.asarray(arr.offsets, dtype=np.int64)[:-1] - int(arr.offsets[0].as_py())
         x[rows_ok] = values[offsets[rows_ok][:, None] + np.arange(width)[None, :]]
     return x, null_rows, (lengths != width) & ~null_rows
