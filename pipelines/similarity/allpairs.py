@@ -101,7 +101,8 @@ def all_pairs_topk(spark, embeddings, k=10, output_path=None, id_col=None, featu
     dim = _feature_width(data, features_col)
     n_rows = data.count()
     b = block_rows or block_rows_for_budget(memory_mb, dim)
-    n_blocks = max(1, math.ceil(n_rows / b))
+    # At least one block per core, so that small catalogues still use every core.
+    n_blocks = max(1, math.ceil(n_rows / b), min(spark.sparkContext.defaultParallelism, n_rows // 64))
 
     schema = (f"block long, rows long, ids array<{id_type.simpleString()}>, vectors binary, "
               + ", ".join(f"{c} long" for c in BAD_CAUSES))

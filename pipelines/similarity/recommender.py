@@ -52,7 +52,8 @@ class Recommender:
         if len(self.index) != len(ids):
             raise ValueError(f"Recommender: ids must be unique, found {len(ids) - len(self.index)} repeated")
         if model is not None and preprocess is None:
-            raise ValueError("Recommender: an embedding model needs preprocess=dict(input_shape=..., mean=..., std=...)")
+            raise ValueError("Recommender: an embedding model needs "
+                             "preprocess=dict(input_shape=..., mean=..., std=...)")
         self.model = model.eval() if model is not None else None
         self.preprocess = preprocess
 
@@ -79,7 +80,8 @@ class Recommender:
             described = ", ".join(f"{v} with {c.replace('_', ' ')}" for c, v in bad.items() if v)
             raise ValueError(f"{embeddings_path}: {sum(bad.values())} bad row(s) of {table.num_rows} ({described}); "
                              f"expected an id and {dim} finite values, not all zero, per row")
-        ids = np.asarray(ids.to_pylist()) if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) else ids.to_numpy()
+        text = pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)
+        ids = np.asarray(ids.to_pylist()) if text else ids.to_numpy()
         model = load_model(model_dir) if model_dir is not None else None
         return cls(ids, vectors, model, preprocess)
 
