@@ -19,6 +19,7 @@ from tests.cluster_fixtures import JOB, Process, alive, job_command, job_summary
 from tests.cluster_fixtures import standalone_cluster  # noqa: F401  (module-scoped fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
+SYNCS = ["blockmanager", "ring"]
 
 JOB_TIMEOUT = 300  # seconds for one training run on a loaded 2-core machine
 
@@ -60,8 +61,9 @@ def steps_in_log(path):
         return [json.loads(line)["step"] for line in f if line.strip()]
 
 
-def test_local_cluster_two_executors_equals_local_oracle(tmp_path):
-    args = job_args(tmp_path)  # P=3, uneven, one empty partition, Adam
+@pytest.mark.parametrize("sync", SYNCS)
+def test_local_cluster_two_executors_equals_local_oracle(tmp_path, sync):
+    args = job_args(tmp_path, sync=sync)  # P=3, uneven, one empty partition, Adam
     _, summary = run_job(tmp_path, "local-cluster", "--master", "local-cluster[2,1,1024]", *args,
                          timeout=JOB_TIMEOUT)
     assert (summary["first_step"], summary["last_step"]) == (1, 20)
@@ -69,12 +71,15 @@ def test_local_cluster_two_executors_equals_local_oracle(tmp_path):
 
 
 # Before the standalone tests: the module's cluster starts with the first of them.
-def test_driver_killed_then_resumed_from_checkpoint_gives_the_same_weights(tmp_path):
+@pytest.mark.parametrize("sync", SYNCS)
+def test_driver_killed_then_resumed_from_checkpoint_gives_the_same_weights(tmp_path, sync):
     marker, ckpt_dir = tmp_path / "paused.json", tmp_path / "ckpt"
     base = ["--master", "local[2]", *job_args(tmp_path, iterations=10, checkpoint_dir=ckpt_dir,
-                                               checkpoint_every=3)]
-    # The paused driver holds iteration 7 done and ckpt-6 written; it never gets a go file.
-    first = Process(job_command(*base, "--pause-after", 7, "--marker", marker), tmp_path / "first.log")
+                                               checkpoint_every=3, sync=sync)]
+    # The paused driver holds iteration 7 done and ckpt-6 written; its go file never appears
+    # (without one it would not wait, and a ring run finishes 8-10 before the kill lands).
+    first = Process(job_command(*base, "--pause-after", 7, "--marker", marker, "--go", tmp_path / "never"),
+                    tmp_path / "first.log")
     try:
         wait_until(marker.exists, JOB_TIMEOUT, "the first run to finish iteration 7", watch=[first])
         checkpoints = sorted(p for p in os.listdir(ckpt_dir) if p.startswith("ckpt-"))
@@ -91,16 +96,19 @@ def test_driver_killed_then_resumed_from_checkpoint_gives_the_same_weights(tmp_p
     assert_equals_oracle(base, tmp_path / "weights.npy")
 
 
-def test_standalone_cluster_spark_submit_equals_local_oracle(tmp_path, standalone_cluster):
-    args = job_args(tmp_path, sizes="60,151,0", iterations=12, optim="sgd", model="lenet")
+@pytest.mark.parametrize("sync", SYNCS)
+def test_standalone_cluster_spark_submit_equals_local_oracle(tmp_path, standalone_cluster, sync):
+    args = job_args(tmp_path, sizes="60,151,0", iterations=12, optim="sgd", model="lenet", sync=sync)
     _, summary = run_job(tmp_path, "standalone", *args, submit_master=standalone_cluster.url, timeout=JOB_TIMEOUT)
     assert summary["last_step"] == 12
     assert_equals_oracle(args, tmp_path / "weights.npy")
 
 
-def test_executor_killed_mid_training_recovers_to_the_same_weights(tmp_path, standalone_cluster):
+@pytest.mark.parametrize("sync", SYNCS)
+def test_executor_killed_mid_training_recovers_to_the_same_weights(tmp_path, standalone_cluster, sync):
     marker, go = tmp_path / "paused.json", tmp_path / "go"
-    args = job_args(tmp_path, iterations=10, pause_after=5, marker=marker, go=go)
+    # ring: the barrier stage fails, a new one starts from the last recovery checkpoint (step 4)
+    args = job_args(tmp_path, iterations=10, pause_after=5, marker=marker, go=go, sync=sync, lineage_every=4)
     proc = Process(job_command(*args, submit_master=standalone_cluster.url), tmp_path / "job.log")
     try:
         wait_until(marker.exists, JOB_TIMEOUT, "the job to finish iteration 5", watch=[proc])

@@ -1,6 +1,6 @@
-"""LeNet-5 trained by the local engine learns real MNIST digits.
+"""LeNet-5 learns real MNIST digits: the local engine, and DistriOptimizer from a DataFrame.
 
-Both tests run scripts/train_mnist.py's train_lenet5, the function behind the
+The local tests run scripts/train_mnist.py's train_lenet5, the function behind the
 issue's goal (>= 98.5% test accuracy in at most 3 epochs).
 """
 import importlib.util
@@ -38,3 +38,40 @@ def test_three_epochs_on_full_mnist_reach_98_5_percent():
     assert (result["train_samples"], result["test_samples"]) == (60000, 10000)
     assert result["epochs"] <= 3 and len(epochs) == result["epochs"]
     assert result["test_accuracy"] >= 0.985, epochs
+
+
+def mnist_parquet_df(spark, path, x, y):
+    """A DataFrame of (features array<float>, label) read from a Parquet file written by pyarrow."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flat = x.reshape(len(x), -1).astype(np.float32)
+    features = pa.ListArray.from_arrays(pa.array(np.arange(0, flat.size + 1, flat.shape[1], dtype=np.int32)),
+                                        pa.array(flat.ravel()))
+    pq.write_table(pa.table({"features": features, "label": pa.array(y.astype(np.float64))}), str(path))
+    return spark.read.parquet(str(path))
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.parametrize("sync", ["blockmanager", "ring"])
+def test_distributed_lenet5_from_a_dataframe_reaches_98_5_percent_in_3_epochs(spark, tmp_path, sync):
+    from bigdl_py.data.mnist import load_mnist
+    from bigdl_py.engine.distri import DistriOptimizer
+    from bigdl_py.nn import CrossEntropyLoss, zoo
+    from bigdl_py.optim import SGD, Cosine, MaxEpoch, Top1Accuracy
+
+    module = _train_mnist()
+    x_train, y_train, x_test, y_test = load_mnist()
+    train = mnist_parquet_df(spark, tmp_path / "train.parquet", module.normalize(x_train), y_train)
+    test = mnist_parquet_df(spark, tmp_path / "test.parquet", module.normalize(x_test), y_test)
+    # The local script's recipe (batch 64, SGD momentum 0.9, lr 0.02 cosine-annealed over 3 epochs).
+    steps = 3 * -(-len(x_train) // module.BATCH_SIZE)
+    opt = DistriOptimizer(zoo.lenet5(seed=0), CrossEntropyLoss(), SGD(momentum=0.9), train,
+                          batch_size=module.BATCH_SIZE, end_trigger=MaxEpoch(3), learning_rate=module.LEARNING_RATE,
+                          schedule=Cosine(steps), feature_shape=(28, 28, 1), num_partitions=2, sync=sync)
+    opt.set_validation(test, [Top1Accuracy()])
+    opt.optimize()
+    accuracies = [h["Top1Accuracy"] for h in opt.history if "Top1Accuracy" in h]
+    assert len(accuracies) == 3 and accuracies[-1] >= 0.985, accuracies
