@@ -145,25 +145,26 @@ def extract_features(spark, input_path, output_path, model="efficientnet-lite0",
         for b in (body, head):
             if b is not None:
                 b.unpersist()
+    bad = sorted(dict(stats.value["bad"] + skipped).items())  # a retried task reports its files twice
+    bad_file = os.path.join(out_dir, "bad_images.json")
+    atomic_write_json(bad_file, {"count": len(bad), "files": [{"path": p, "reason": r} for p, r in bad]})
+    rows = spark.read.parquet("file://" + features_dir).count()
     wall = time.perf_counter() - start
-    summary = _summary(spark, extractor, stats.value, skipped, features_dir, out_dir, wall, batch_size,
-                       on_bad_image)
+    summary = _summary(extractor, stats.value, rows, len(bad), wall, batch_size, on_bad_image,
+                       {"features": features_dir, "bad_images": bad_file,
+                        "summary": os.path.join(out_dir, "summary.json")})
     atomic_write_json(summary["outputs"]["summary"], summary)
     return summary
 
 
-def _summary(spark, extractor, stats, skipped, features_dir, out_dir, wall, batch_size, on_bad_image):
-    rows = spark.read.parquet("file://" + features_dir).count()
-    bad = sorted(dict(stats["bad"] + skipped).items())  # a retried task reports its files twice
-    bad_file = os.path.join(out_dir, "bad_images.json")
-    atomic_write_json(bad_file, {"count": len(bad), "files": [{"path": p, "reason": r} for p, r in bad]})
+def _summary(extractor, stats, rows, bad, wall, batch_size, on_bad_image, outputs):
     task_seconds = {step: round(stats[step], 3) for step in STEPS}
     busy = sum(task_seconds.values()) or 1.0
     p = extractor.preprocessing
     return {
         "model": extractor.name, "feature_dim": extractor.feature_dim, "image_size": p.image_size,
         "resize": p.resize, "batch_size": batch_size, "on_bad_image": on_bad_image,
-        "images": rows, "bad": len(bad), "wall_s": round(wall, 3), "images_s": round(rows / wall, 2),
+        "images": rows, "bad": bad, "wall_s": round(wall, 3), "images_s": round(rows / wall, 2),
         "task_seconds": task_seconds, "time_split": {k: round(v / busy, 3) for k, v in task_seconds.items()},
-        "outputs": {"features": features_dir, "bad_images": bad_file, "summary": os.path.join(out_dir, "summary.json")},
+        "infer_cpu_s": round(stats["infer_cpu"], 3), "outputs": outputs,
     }
