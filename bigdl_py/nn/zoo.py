@@ -123,7 +123,7 @@ def _same_conv(cin, cout, kernel, stride, groups, name, bias=False):
             Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=bias, name=name)]
 
 
-def _conv_bn(name, bn_name, make_conv, channels, fold_bn):
+def _lite_conv_bn(bn_name, make_conv, channels, fold_bn):
     """make_conv(bias) layers, then BatchNorm `bn_name` unless it is folded into the conv's weights and bias."""
     return make_conv(fold_bn) if fold_bn else make_conv(False) + [BatchNorm(channels, name=bn_name, **_BN)]
 
@@ -142,14 +142,12 @@ def _mbconv(cin, cout, kernel, stride, expand, fold_bn=False):
     mid = cin * expand
     layers = []
     if expand != 1:
-        layers += _conv_bn("_expand_conv", "_bn0", lambda b: [Conv2d(cin, mid, 1, bias=b, name="_expand_conv")], mid,
-                           fold_bn)
+        layers += _lite_conv_bn("_bn0", lambda b: [Conv2d(cin, mid, 1, bias=b, name="_expand_conv")], mid, fold_bn)
         layers.append(ReLU6(name="_swish0"))
-    layers += _conv_bn("_depthwise_conv", "_bn1",
-                       lambda b: _same_conv(mid, mid, kernel, stride, mid, "_depthwise_conv", b), mid, fold_bn)
+    layers += _lite_conv_bn("_bn1", lambda b: _same_conv(mid, mid, kernel, stride, mid, "_depthwise_conv", b), mid,
+                            fold_bn)
     layers.append(ReLU6(name="_swish1"))
-    layers += _conv_bn("_project_conv", "_bn2", lambda b: [Conv2d(mid, cout, 1, bias=b, name="_project_conv")], cout,
-                       fold_bn)
+    layers += _lite_conv_bn("_bn2", lambda b: [Conv2d(mid, cout, 1, bias=b, name="_project_conv")], cout, fold_bn)
     if stride != 1 or cin != cout:
         return Sequential(*layers)
     x = inp = Input((None, None, cin), name="inputs")
@@ -177,10 +175,10 @@ def efficientnet_lite0(num_classes=1000, dropout=0.2, seed=None, fold_bn=False):
         for r in range(repeats):
             blocks.append(_mbconv(cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand, fold_bn))
     model = Sequential(
-        *_conv_bn("_conv_stem", "_bn0", lambda b: _same_conv(3, 32, 3, 2, 1, "_conv_stem", b), 32, fold_bn),
+        *_lite_conv_bn("_bn0", lambda b: _same_conv(3, 32, 3, 2, 1, "_conv_stem", b), 32, fold_bn),
         ReLU6(name="_stem_swish"),
         Sequential(*blocks, name="_blocks"),
-        *_conv_bn("_conv_head", "_bn1", lambda b: [Conv2d(320, 1280, 1, bias=b, name="_conv_head")], 1280, fold_bn),
+        *_lite_conv_bn("_bn1", lambda b: [Conv2d(320, 1280, 1, bias=b, name="_conv_head")], 1280, fold_bn),
         ReLU6(name="_head_swish"),
         GlobalAvgPool2d(name="_avg_pooling"),
         *([Dropout(dropout, name="_dropout")] if dropout else []),

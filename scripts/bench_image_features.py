@@ -1,0 +1,156 @@
+"""Image feature extraction end to end on local[2]: ours vs torch CPU in predict_batch_udf, same images and weights.
+
+Both read the same PNG/JPEG files with Spark's binaryFile source, decode and
+preprocess them with the same Pillow code at 224x224, run EfficientNet-Lite0 with
+the same ImageNet weights (ours: our kernels through extract_features; torch: the
+efficientnet_lite_pytorch reference model, one thread per task like ours) and write
+Parquet (features, top-k classes and scores). Each system runs once on a few images
+first (compilation, caches), then the timed run. Prints JSON lines: one per system
+with its time split, then the summary with images_s_ours, images_s_torch and ratio
+(wall clock, end to end) and infer_cpu_ratio (torch's CPU seconds of the forward
+passes over ours: on a shared, loaded machine wall times mostly measure the wait).
+
+    python scripts/bench_image_features.py [--quick] [--images N] [--batch-size N]
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from bigdl_py.pipelines.image_features.executor import StatsParam, empty_stats, top_k
+from bigdl_py.pipelines.image_features.extract import extract_features, read_images
+from bigdl_py.pipelines.image_features.preprocess import Preprocessing, decode
+from bigdl_py.pipelines.image_features.pretrained import LITE_MEAN, LITE_STD, weights_file
+from bigdl_py.pipelines.image_features.sample_images import write_sample_images
+from bigdl_py.spark_session import get_or_create_session
+
+TOP_K = 5
+
+
+def make_image_folder(root, n):
+    """n image files: the shipped photos repeated under distinct names."""
+    src = write_sample_images(os.path.join(root, "src"), n_mnist=0)["photos"]
+    folder = os.path.join(root, f"images{n}")
+    os.makedirs(folder)
+    paths = sorted(src)
+    for i in range(n):
+        path = paths[i % len(paths)]
+        shutil.copyfile(path, os.path.join(folder, f"{i:05d}_{os.path.basename(path)}"))
+    return folder
+
+
+def run_ours(spark, folder, out, batch_size):
+    summary = extract_features(spark, folder, out, model="efficientnet-lite0", batch_size=batch_size,
+                               top_k=TOP_K, progress=False)
+    return summary["images"], summary["wall_s"], summary["task_seconds"], summary["infer_cpu_s"]
+
+
+def _torch_predict_fn(stats):
+    """predict_batch_udf's factory: file bytes -> Pillow -> the reference model in torch."""
+
+    def make_predict_fn():
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        torch.set_num_threads(1)  # one thread per task, as ours
+        model = EfficientNet.from_name("efficientnet-lite0")
+        model.load_state_dict(torch.load(weights_file(), map_location="cpu", weights_only=True))
+        model.eval()
+        prep = Preprocessing(224, "crop", 3, LITE_MEAN, LITE_STD)
+
+        def predict(contents):
+            totals = empty_stats()
+            tensors, sizes = [], []
+            for content in contents:
+                t0 = time.perf_counter()
+                img = decode(content)
+                t1 = time.perf_counter()
+                tensors.append(prep.to_tensor(img))
+                sizes.append(img.size)
+                totals["decode"] += t1 - t0
+                totals["preprocess"] += time.perf_counter() - t1
+            t0, c0 = time.perf_counter(), time.process_time()
+            with torch.no_grad():
+                x = torch.from_numpy(np.stack(tensors).transpose(0, 3, 1, 2).copy())
+                feats = model.extract_features(x).mean(dim=(2, 3))
+                logits = model._fc(feats).numpy()
+            classes, scores = top_k(logits, TOP_K)
+            totals["infer"] += time.perf_counter() - t0
+            totals["infer_cpu"] += time.process_time() - c0
+            totals["images"] += len(contents)
+            stats.add(totals)
+            return {"width": np.array([s[0] for s in sizes], np.int32),
+                    "height": np.array([s[1] for s in sizes], np.int32),
+                    "features": feats.numpy(), "top_classes": classes, "top_scores": scores}
+
+        return predict
+
+    return make_predict_fn
+
+
+def run_torch(spark, folder, out, batch_size):
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
+
+    start = time.perf_counter()
+    stats = spark.sparkContext.accumulator(empty_stats(), StatsParam())
+    return_type = StructType([StructField("width", IntegerType()), StructField("height", IntegerType()),
+                              StructField("features", ArrayType(FloatType())),
+                              StructField("top_classes", ArrayType(IntegerType())),
+                              StructField("top_scores", ArrayType(FloatType()))])
+    udf = predict_batch_udf(_torch_predict_fn(stats), return_type=return_type, batch_size=batch_size)
+    df = read_images(spark, folder)
+    result = df.select("path", udf("content").alias("r")).select("path", "r.*")
+    result.write.mode("overwrite").parquet("file://" + out)
+    wall = time.perf_counter() - start
+    rows = spark.read.parquet("file://" + out).count()
+    return (rows, wall, {step: round(stats.value[step], 3) for step in ("decode", "preprocess", "infer")},
+            round(stats.value["infer_cpu"], 3))
+
+
+def measure(name, fn, spark, root, warm_folder, folder, batch_size):
+    fn(spark, warm_folder, os.path.join(root, f"warm_{name}"), batch_size)
+    rows, wall, task_seconds, infer_cpu = fn(spark, folder, os.path.join(root, f"out_{name}"), batch_size)
+    busy = sum(task_seconds.values()) or 1.0
+    line = {"system": name, "images": rows, "wall_s": round(wall, 2), "images_s": round(rows / wall, 3),
+            "task_seconds": task_seconds, "time_split": {k: round(v / busy, 3) for k, v in task_seconds.items()},
+            "infer_cpu_s": infer_cpu}
+    print(json.dumps(line), flush=True)
+    return line
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="26 images instead of --images")
+    ap.add_argument("--images", type=int, default=104)
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args(argv)
+    n = 26 if args.quick else args.images
+    spark = get_or_create_session(master="local[2]", app_name="bench-image-features")
+    root = tempfile.mkdtemp(prefix="bench-image-features-")
+    try:
+        folder, warm = make_image_folder(root, n), make_image_folder(os.path.join(root, "w"), 4)
+        ours = measure("ours", run_ours, spark, root, warm, folder, args.batch_size)
+        peer = measure("torch", run_torch, spark, root, warm, folder, args.batch_size)
+        print(json.dumps({"images": n, "image_size": 224, "batch_size": args.batch_size,
+                          "master": spark.sparkContext.master, "images_s_ours": ours["images_s"],
+                          "images_s_torch": peer["images_s"], "ratio": round(ours["images_s"] / peer["images_s"], 3),
+                          "infer_s_per_image_ours": round(ours["task_seconds"]["infer"] / n, 4),
+                          "infer_s_per_image_torch": round(peer["task_seconds"]["infer"] / n, 4),
+                          "infer_cpu_s_per_image_ours": round(ours["infer_cpu_s"] / n, 4),
+                          "infer_cpu_s_per_image_torch": round(peer["infer_cpu_s"] / n, 4),
+                          "infer_cpu_ratio": round(peer["infer_cpu_s"] / max(ours["infer_cpu_s"], 1e-9), 3),
+                          "time_split_ours": ours["time_split"], "time_split_torch": peer["time_split"]}), flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
