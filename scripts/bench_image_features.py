@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from bigdl_py.pipelines.image_features.executor import StatsParam, empty_stats, top_k
+from bigdl_py.pipelines.image_features.executor import StatsParam, empty_stats, keep_freed_memory, top_k
 from bigdl_py.pipelines.image_features.extract import extract_features, read_images
 from bigdl_py.pipelines.image_features.preprocess import Preprocessing, decode
 from bigdl_py.pipelines.image_features.pretrained import LITE_MEAN, LITE_STD, weights_file
@@ -58,6 +58,7 @@ def _torch_predict_fn(stats):
         from efficientnet_lite_pytorch import EfficientNet
 
         torch.set_num_threads(1)  # one thread per task, as ours
+        keep_freed_memory()  # the same malloc settings as ours
         model = EfficientNet.from_name("efficientnet-lite0")
         model.load_state_dict(torch.load(weights_file(), map_location="cpu", weights_only=True))
         model.eval()
@@ -126,15 +127,16 @@ def measure(name, fn, spark, root, warm_folder, folder, batch_size):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="26 images instead of --images")
-    ap.add_argument("--images", type=int, default=104)
+    ap.add_argument("--quick", action="store_true", help="32 images instead of --images")
+    ap.add_argument("--images", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args(argv)
-    n = 26 if args.quick else args.images
+    n = 32 if args.quick else args.images
     spark = get_or_create_session(master="local[2]", app_name="bench-image-features")
     root = tempfile.mkdtemp(prefix="bench-image-features-")
     try:
-        folder, warm = make_image_folder(root, n), make_image_folder(os.path.join(root, "w"), 4)
+        # warm-up: two full batches, so each Python worker has run the timed run's shapes
+        folder, warm = make_image_folder(root, n), make_image_folder(os.path.join(root, "w"), 2 * args.batch_size)
         ours = measure("ours", run_ours, spark, root, warm, folder, args.batch_size)
         peer = measure("torch", run_torch, spark, root, warm, folder, args.batch_size)
         print(json.dumps({"images": n, "image_size": 224, "batch_size": args.batch_size,
