@@ -225,3 +225,27 @@ def test_synthetic_rows_generated_on_executors_and_scored(spark, credit, scoring
     assert os.path.isdir(str(tmp_path / "s.parquet"))
     with pytest.raises(ValueError, match="rows >= 1"):
         synthetic.generate(spark, marginals, 0, 3)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_job_runs_under_spark_submit(scoring_model, credit, tmp_path):
+    """job.py as spark-submit runs it (a plain script): the score command on generated rows."""
+    import subprocess
+    import sys
+
+    _, _, _, model_dir = scoring_model
+    marginals = synthetic.fit_marginals(credit, data.CREDIT_DATA)
+    rows = synthetic.sample_batch(marginals, 500, np.random.default_rng(2), bad_fraction=0.05)
+    src = str(tmp_path / "in.parquet")
+    synthetic.to_arrow(rows, marginals).to_pandas().to_parquet(src)
+    script = os.path.join(os.path.dirname(__file__), "..", "pipelines", "risk_scoring", "job.py")
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable,
+               PYSPARK_DRIVER_PYTHON=sys.executable)
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "spark-submit"), "--master", "local[2]",
+                          "--conf", "spark.driver.host=127.0.0.1", script, "score", "--model", model_dir,
+                          "--input", src, "--output", str(tmp_path / "out.parquet")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["rows"] == 500 and summary["unscored"] == 0 and summary["unknown_category"] > 0
