@@ -204,7 +204,7 @@ def run_mllib(spark, data, max_iter):
     predictions = model.transform(assemble.transform(test_df))
     accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(predictions)
     wall = time.perf_counter() - t
-    iterations = len(model.summary.objectiveHistory)
+    iterations = model.summary().totalIterations  # a method on this model class, not a property
     train_df.unpersist(), test_df.unpersist()
     return dict(samples_s=len(x) * iterations / wall_train, wall_s=wall, test_accuracy=accuracy,
                 iterations=iterations, epochs=iterations, solver="l-bfgs", hidden_activation="sigmoid")
