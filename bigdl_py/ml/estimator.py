@@ -18,6 +18,8 @@ from bigdl_py.ml.model import NNClassificationModel, NNModel
 from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams, NNTrainingParams
 from bigdl_py.ml.persistence import NNReader, NNWriter
 from bigdl_py.nn.criterions import BCEWithLogitsLoss, Criterion, CrossEntropyLoss, MSELoss, criterion_from_config
+from bigdl_py.nn.containers import Sequential
+from bigdl_py.nn.layers import Reshape
 from bigdl_py.nn.module import Module
 from bigdl_py.optim.metrics import metrics_get
 from bigdl_py.optim.optimizers import optimizers_get
@@ -126,6 +128,9 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, MLWritable, ML
         shape = opt.data.feature_shape
         outputs = model_output_shapes(module, np.zeros((1,) + tuple(shape), np.float32))
         per_row = int(np.prod(outputs[0]))
+        if outputs[0] == (1,):
+            # Labels come one per row (N,): train (N, 1) outputs as (N,) so element-wise losses match.
+            opt.model = Sequential(module, Reshape([]))
         opt.criterion = self._criterion or self._default_criterion(per_row)
         self._check_labels(opt.data.label_range, per_row)
         opt.set_progress(False)
@@ -134,7 +139,12 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, MLWritable, ML
         best = opt.early_stopping["best_epoch"] if opt.early_stopping else None
         if best is not None:
             trained = _checkpoint_of_epoch(ckpt_root, best)
-        fitted = self._model_class(model=trained)
+        if trained is not module and outputs[0] == (1,):
+            # Back from the training wrapper to the user's architecture ("0." is its slot in the wrapper).
+            module.load_state_dict({k[2:]: v for k, v in trained.state_dict().items() if k.startswith("0.")})
+        elif trained is not module:
+            module = trained
+        fitted = self._model_class(model=module)
         fitted.history = per_epoch(opt.history)
         for name in _INFERENCE + tuple(p.name for p in NNClassifierParams().params):
             if fitted.hasParam(name) and self.hasParam(name):

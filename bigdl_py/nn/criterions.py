@@ -197,8 +197,6 @@ class _ElementwiseCriterion(Criterion):
         name = type(self).__name__
         _float_array(f"{name}: output", output)
         t = np.asarray(target)
-        if output.ndim == 2 and output.shape[1] == 1 and t.shape == output.shape[:1]:
-            t = t.reshape(output.shape)  # one label per row (as DataFrames give them) for a 1-output model
         if t.shape != output.shape:
             raise ValueError(f"{name}: expected target of the output's shape {output.shape}, received {t.shape}")
         if not (np.issubdtype(t.dtype, np.floating) or np.issubdtype(t.dtype, np.integer) or t.dtype == bool):
