@@ -122,3 +122,43 @@ def test_loading_a_non_model_or_damaged_path_is_a_clear_error(spark, module, tmp
     os.remove(os.path.join(path, "model", "config.json"))
     with pytest.raises(ValueError, match="config.json: missing"):
         NNClassificationModel.load(path)
+
+
+def test_one_output_classifier_trains_with_bce_and_scores_both_classes(spark):
+    from bigdl_py.nn import BCEWithLogitsLoss
+
+    y = (X[:, 0] + X[:, 1] > 0).astype(float)
+    df = spark.createDataFrame([(i, X[i].tolist(), float(y[i])) for i in range(30)],
+                               "id long, features array<double>, label double")
+    clf = NNClassifier(model=zoo.mlp((4, 1), seed=0), maxEpoch=30, batchSize=30, optimizer="sgd",
+                       learningRate=0.5, numPartitions=1)
+    fitted = clf.fit(df)
+    module = fitted.getModel()
+    assert type(module) is type(clf.getModel()) and predict(module, X[:2].astype(np.float32)).shape == (2, 1)
+    _, rows = raw_of(df, fitted)
+    z = predict(module, X.astype(np.float32))[:, 0].astype(np.float64)
+    p = 1 / (1 + np.exp(-z))
+    np.testing.assert_allclose([r.rawPrediction.toArray() for r in rows], np.stack([-z, z], 1), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose([r.probability.toArray() for r in rows], np.stack([1 - p, p], 1), rtol=1e-5,
+                               atol=1e-6)
+    assert np.mean([r.prediction == t for r, t in zip(rows, y)]) > 0.9
+    assert isinstance(clf._default_criterion(1), BCEWithLogitsLoss)
+
+
+def test_early_stopping_bookkeeping_and_no_improvement_trigger():
+    from bigdl_py.engine.base import BaseOptimizer
+    from bigdl_py.optim.triggers import MaxEpoch, NoImprovement
+
+    opt = BaseOptimizer(zoo.mlp((2, 2)), None, None, batch_size=4).set_early_stopping("auc")
+    stop = MaxEpoch(10) | NoImprovement(2)
+    states = []
+    for epoch, auc in enumerate([0.6, 0.7, 0.69, 0.7, 0.65], start=1):
+        opt._track_best({"AUC": auc, "Loss": 1.0}, epoch)
+        states.append(opt.make_state(epoch, epoch, True, 1.0, auc))
+    assert [s.since_best for s in states] == [0, 0, 1, 2, 3] and opt.early_stopping["best_epoch"] == 2
+    assert [stop(s) for s in states] == [False, False, False, True, True]
+    loss = BaseOptimizer(zoo.mlp((2, 2)), None, None, batch_size=4).set_early_stopping("loss")
+    assert loss.early_stopping["mode"] == "min"
+    with pytest.raises(ValueError, match="'AUC' is not among the validation metrics"):
+        opt._track_best({"Loss": 1.0}, 6)
