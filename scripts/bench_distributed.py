@@ -19,8 +19,10 @@ at batch 2048), by a cosine for momentum SGD, by the large-batch recipe's poly
 decay for LARS. Found with LocalOptimizer (same math) on the full epoch at batch
 2048, test accuracy: SGD 0.2 + 20% warm-up + cosine 33%; Adam 0.01 + 20% warm-up +
 cosine 86.4%; Adam 0.005 + 10% warm-up + cosine 88.1%; Adam 0.02 diverged; Adam
-betas (0.9, 0.99) + linear decay: 0.006 89.9%, 0.008 90.5%; Adam betas (0.8, 0.98)
-0.007, one warm-up step, linear decay 92.2%. Batch 1024, Adam 0.004 + cosine: 91.8%.
+betas (0.9, 0.99) + linear decay: 0.006 89.9%, 0.008 90.5%; one warm-up step + linear
+decay: betas (0.8, 0.98) 0.007 92.2% (0.006: 89.6%), (0.8, 0.95) 0.008 91.95%,
+(0.7, 0.95) 0.007 91.6%, (0.85, 0.99) 0.007 91.3%. Batch 1024, Adam 0.004 + cosine:
+91.8%. None reached 92.5%.
 
     python scripts/bench_distributed.py [--quick] [--batches 256 1024 2048] [--modes core executor]
                                         [--syncs blockmanager ring]
