@@ -71,7 +71,7 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, MLWritable, ML
                  predictionCol="prediction", featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam",
                  learningRate=1e-3, schedule=None, validationFraction=0.0, validationMetrics=("top1", "loss"),
                  earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None, numPartitions=None,
-                 seed=0, badRows="error", inferenceBatchSize=256):
+                 seed=0, sync="blockmanager", badRows="error", inferenceBatchSize=256):
         super().__init__()
         self._init_estimator(self._input_kwargs)
 
@@ -90,8 +90,8 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, MLWritable, ML
     def setParams(self, featuresCol="features", labelCol="label", predictionCol="prediction", featureShape=None,
                   batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
                   validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
-                  earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, badRows="error",
-                  inferenceBatchSize=256):
+                  earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager",
+                  badRows="error", inferenceBatchSize=256):
         return self._set(**self._input_kwargs)
 
     def getModel(self):
@@ -124,7 +124,8 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, MLWritable, ML
                               learning_rate=self.getLearningRate(), schedule=self._schedule(),
                               seed=self.getSeed(), features_col=self.getFeaturesCol(),
                               label_col=self.getLabelCol(), feature_shape=self.getFeatureShape(),
-                              num_partitions=self.getNumPartitions(), bad_rows=self.getBadRows())
+                              num_partitions=self.getNumPartitions(), bad_rows=self.getBadRows(),
+                              sync=self.getSync())
         shape = opt.data.feature_shape
         outputs = model_output_shapes(module, np.zeros((1,) + tuple(shape), np.float32))
         per_row = int(np.prod(outputs[0]))
@@ -227,8 +228,8 @@ class NNClassifier(NNEstimator, NNClassifierParams):
                  predictionCol="prediction", probabilityCol="probability", rawPredictionCol="rawPrediction",
                  featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
                  validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
-                 earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, badRows="error",
-                 inferenceBatchSize=256):
+                 earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager",
+                 badRows="error", inferenceBatchSize=256):
         kwargs = self._input_kwargs
         super(NNEstimator, self).__init__()  # the Params chain, without NNEstimator's keyword handling
         self._init_estimator(kwargs)
@@ -238,7 +239,8 @@ class NNClassifier(NNEstimator, NNClassifierParams):
                   probabilityCol="probability", rawPredictionCol="rawPrediction", featureShape=None, batchSize=256,
                   maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None, validationFraction=0.0,
                   validationMetrics=("top1", "loss"), earlyStoppingMetric=None, earlyStoppingPatience=None,
-                  checkpointPath=None, numPartitions=None, seed=0, badRows="error", inferenceBatchSize=256):
+                  checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager", badRows="error",
+                  inferenceBatchSize=256):
         return self._set(**self._input_kwargs)
 
     def _default_criterion(self, outputs_per_row):

@@ -68,6 +68,15 @@ def _bad_rows(value):
     return value
 
 
+SYNC_BACKENDS = ("blockmanager", "ring", "auto")
+
+
+def _sync(value):
+    if value not in SYNC_BACKENDS:
+        raise TypeError(f"sync: expected one of {SYNC_BACKENDS}, received {value!r}")
+    return value
+
+
 def _optional_string(value):
     return None if value is None else TypeConverters.toString(value)
 
@@ -153,13 +162,15 @@ class NNTrainingParams(HasLabelCol, HasSeed):
     checkpointPath = _p("checkpointPath", "folder for training checkpoints (None: none kept)", _optional_string)
     numPartitions = _p("numPartitions", "training partitions (None: Spark's default parallelism)",
                        _optional_positive_int("numPartitions"))
+    sync = _p("sync", "gradient all-reduce: 'blockmanager' (Spark blocks), 'ring' (one barrier stage, TCP) "
+                      "or 'auto' (chosen from model size and compute time)", _sync)
 
     def __init__(self):
         super().__init__()
         self._setDefault(labelCol="label", batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3,
                          schedule=None, validationFraction=0.0, validationMetrics=["top1", "loss"],
                          earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None,
-                         numPartitions=None, seed=0)
+                         numPartitions=None, seed=0, sync="blockmanager")
 
 
 def _accessors(cls, names):
@@ -174,4 +185,4 @@ def _accessors(cls, names):
 
 _accessors(NNTrainingParams, ["labelCol", "batchSize", "maxEpoch", "optimizer", "learningRate", "schedule",
                               "validationFraction", "validationMetrics", "earlyStoppingMetric",
-                              "earlyStoppingPatience", "checkpointPath", "numPartitions", "seed"])
+                              "earlyStoppingPatience", "checkpointPath", "numPartitions", "seed", "sync"])
