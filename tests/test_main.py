@@ -1,0 +1,27 @@
+"""`make run`'s main job, on small subsets (--quick): every pipeline runs and index.html links the results."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_main_job_quick_runs_every_pipeline(tmp_path):
+    out = tmp_path / "output"
+    proc = subprocess.run([sys.executable, "-m", "bigdl_py.main", "--quick", "--output", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for stage in ("1/4 LeNet-5", "2/4 image features", "3/4 similarity", "4/4 risk scoring", "precision@10"):
+        assert stage in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= {"lenet5", "image_features", "similarity", "risk_scoring", "wall_s"}
+    assert summary["image_features"]["efficientnet"]["bad"] == 3
+    assert summary["risk_scoring"]["table"][0]["roc_auc"] > 0.7
+    index = (out / "index.html").read_text()
+    for linked in ("summary.json", "risk_scoring/roc.png", "similarity/mnist/grid.png", "training_log.jsonl"):
+        assert linked in index
