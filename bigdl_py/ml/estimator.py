@@ -10,13 +10,12 @@ import tempfile
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Estimator
-from pyspark.ml.util import MLReadable, MLWritable
 
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.distri import DistriOptimizer
 from bigdl_py.ml.model import NNClassificationModel, NNModel
 from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams, NNTrainingParams
-from bigdl_py.ml.persistence import NNReader, NNWriter
+from bigdl_py.ml.persistence import NNPersistable
 from bigdl_py.nn.criterions import BCEWithLogitsLoss, Criterion, CrossEntropyLoss, MSELoss, criterion_from_config
 from bigdl_py.nn.containers import Sequential
 from bigdl_py.nn.layers import Reshape
@@ -49,7 +48,7 @@ def per_epoch(history):
     return out
 
 
-class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, MLWritable, MLReadable):
+class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable):
     """Train any bigdl_py Module with any criterion on a DataFrame.
 
     Args:
@@ -189,13 +188,6 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, MLWritable, ML
         return root
 
     # ---- persistence ----------------------------------------------------------------------
-    def write(self):
-        return NNWriter(self)
-
-    @classmethod
-    def read(cls):
-        return NNReader(cls)
-
     def _extra_metadata(self):
         return dict(criterion=None if self._criterion is None else self._criterion.get_config())
 

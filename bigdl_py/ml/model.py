@@ -16,13 +16,12 @@ import pyarrow as pa
 from pyspark import keyword_only
 from pyspark.ml import Model
 from pyspark.ml.linalg import VectorUDT
-from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql.types import DoubleType, StructField, StructType
 
 from bigdl_py.data.partitions import (BAD_FEATURE_CAUSES, _feature_array_column, _feature_width,
                                       arrow_feature_matrix, describe_bad_rows)
 from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams
-from bigdl_py.ml.persistence import NNReader, NNWriter
+from bigdl_py.ml.persistence import NNPersistable
 from bigdl_py.nn.module import Module
 from bigdl_py.shipping import ensure_importable_on_executors
 from bigdl_py.serving import ModelBroadcast, model_output_shapes, predict
@@ -106,7 +105,7 @@ def _score_partition(batches, broadcast, features_col, shape, batch_size, policy
                                          names=batch.schema.names + [f"__out{j}" for j in range(len(new))])
 
 
-class NNModel(Model, NNInferenceParams, MLWritable, MLReadable):
+class NNModel(Model, NNInferenceParams, NNPersistable):
     """A trained (or given) bigdl_py Module as a Spark ML Transformer.
 
     Args:
@@ -188,13 +187,6 @@ class NNModel(Model, NNInferenceParams, MLWritable, MLReadable):
         return scored.toDF(*df.columns, *[f.name for f in fields])
 
     # ---- persistence -------------------------------------------------------------------
-    def write(self):
-        return NNWriter(self)
-
-    @classmethod
-    def read(cls):
-        return NNReader(cls)
-
     def _extra_metadata(self):
         return dict(history=self.history)
 

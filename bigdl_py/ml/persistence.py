@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from urllib.parse import urlparse
 
-from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
+from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
 from bigdl_py.nn.io import load_model, save_model
 
@@ -102,3 +102,14 @@ class NNReader(MLReader):
         instance._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(instance, metadata)
         return instance
+
+
+class NNPersistable(MLWritable, MLReadable):
+    """`write()` / `read()` of our estimators and models (params JSON + config.json + weights.npz)."""
+
+    def write(self):
+        return NNWriter(self)
+
+    @classmethod
+    def read(cls):
+        return NNReader(cls)
