@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(PY) -m bigdl_py.main --output output
 
 test: $(STAMP)
-	$(PY) -m pytest -m "slow or not slow" --timeout=1200 tests
+	$(PY) -m pytest -m "slow or not slow" --timeout=1200 --durations=25 tests
 
 bench-quick: $(STAMP)
 	$(PY) scripts/bench_kernels.py --quick
