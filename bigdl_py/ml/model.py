@@ -1,21 +1,28 @@
 """NNModel / NNClassificationModel: Spark ML Transformers scoring on executors in Arrow batches.
 
-`transform` appends typed columns to the DataFrame through `mapInArrow`: the model is
-broadcast as data (serving.ModelBroadcast) and built once per Python worker, the
-features of each Arrow batch become one float32 array, and the forward runs in
-chunks of `inferenceBatchSize` rows. Nothing is collected to the driver.
+`transform` appends typed columns through an iterator Arrow UDF (`arrow_udf`): only the
+feature column(s) travel to Python and only the outputs come back, the other columns
+stay in the JVM (mapInArrow would ship every column both ways). The model is broadcast
+as data (serving.ModelBroadcast) and built once per Python worker, the features of
+each Arrow batch become one float32 array, and the forward runs in chunks of
+`inferenceBatchSize` rows. Nothing is collected to the driver.
 
 Bad feature rows (null, wrong length, NaN/Inf): with badRows="error" the task fails
 with a ValueError naming the column, the expected width and the counts in that
 partition; with badRows="skip" they get null outputs and are counted in an
 accumulator: `model.badRowCount()` after an action on the transformed DataFrame
-(it adds up over every action and task retry that ran the transform).
+(it adds up over every job that computed the transform: each action, the sampling
+pass of a sort, task retries).
 """
+import warnings
+
 import numpy as np
 import pyarrow as pa
 from pyspark import keyword_only
 from pyspark.ml import Model
 from pyspark.ml.linalg import VectorUDT
+from pyspark.sql import functions as F
+from pyspark.sql.functions import ArrowUDFType
 from pyspark.sql.types import DoubleType, StructField, StructType
 
 from bigdl_py.data.partitions import (BAD_FEATURE_CAUSES, _feature_array_column, _feature_width,
@@ -80,11 +87,13 @@ def classification_columns(out, bad):
     return [doubles(prediction, bad), dense_vectors(prob, bad), dense_vectors(raw, bad)]
 
 
-def _score_partition(batches, broadcast, features_col, shape, batch_size, policy, columns_fn, accumulator):
-    """mapInArrow function: the input batch plus the output columns."""
+def _score_batches(arrays, broadcast, names, shape, batch_size, policy, columns_fn, accumulator):
+    """Iterator Arrow UDF body: for each batch of feature arrays, a struct of the output columns."""
     width = int(np.prod(shape))
     model = broadcast.value()
     counts = dict.fromkeys(BAD_FEATURE_CAUSES, 0)
+    batches = (pa.RecordBatch.from_arrays(list(a) if isinstance(a, tuple) else [a], names=names) for a in arrays)
+    features_col = names[0] if len(names) == 1 else names
     for batch in batches:
         x, causes = arrow_feature_matrix(batch, features_col, width)
         bad = np.zeros(batch.num_rows, dtype=bool)
@@ -101,8 +110,11 @@ def _score_partition(batches, broadcast, features_col, shape, batch_size, policy
             accumulator.add(int(bad.sum()))
         out = predict(model, x[~bad].reshape((-1,) + tuple(shape)), batch_size)
         new = columns_fn(out, bad)
-        yield pa.RecordBatch.from_arrays(batch.columns + new, schema=None,
-                                         names=batch.schema.names + [f"__out{j}" for j in range(len(new))])
+        yield pa.StructArray.from_arrays(new, names=[f"_{j}" for j in range(len(new))])
+
+
+def _quoted(name):
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 class NNModel(Model, NNInferenceParams, NNPersistable):
@@ -179,12 +191,19 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
         ensure_importable_on_executors(sc)
         broadcast = ModelBroadcast(sc, self._module)
         self._bad_rows = sc.accumulator(0)
-        args = (broadcast, self.getFeaturesCol(), shape, self.getInferenceBatchSize(), self.getBadRows(),
-                self._columns_fn(), self._bad_rows)
-        schema = StructType(df.schema.fields + [StructField(f"__out{j}", f.dataType, True)
-                                                for j, f in enumerate(fields)])
-        scored = df.mapInArrow(lambda it: _score_partition(it, *args), schema)
-        return scored.toDF(*df.columns, *[f.name for f in fields])
+        names = [self.getFeaturesCol()] if isinstance(self.getFeaturesCol(), str) else list(self.getFeaturesCol())
+        args = (broadcast, names, shape, self.getInferenceBatchSize(), self.getBadRows(), self._columns_fn(),
+                self._bad_rows)
+        out_type = StructType([StructField(f"_{j}", f.dataType, True) for j, f in enumerate(fields)])
+        with warnings.catch_warnings():  # the explicit type serves one and several feature columns alike
+            warnings.filterwarnings("ignore", message=".*type hints for arrow UDF")
+            score = F.arrow_udf(lambda arrays: _score_batches(arrays, *args), out_type, ArrowUDFType.SCALAR_ITER)
+        tmp = "__bigdl_py_outputs"
+        while tmp in df.columns:
+            tmp += "_"
+        scored = df.withColumn(tmp, score(*[_quoted(n) for n in names]))
+        return scored.select(*[_quoted(c) for c in df.columns],
+                             *[_quoted(tmp)[f"_{j}"].alias(f.name) for j, f in enumerate(fields)])
 
     # ---- persistence -------------------------------------------------------------------
     def _extra_metadata(self):
