@@ -76,6 +76,9 @@ def test_value_and_gradient_match_torch(case, reduction, dtype):
     grad = crit.backward(out, target)
     assert grad.dtype == dtype and grad.shape == out.shape
     np.testing.assert_allclose(grad, ot.grad.numpy(), rtol=tol * 10, atol=tol)
+    loss, both_grad = crit.forward_backward(out, target)  # the engines' one-pass call gives the same
+    assert loss == crit.forward(out, target)
+    np.testing.assert_array_equal(both_grad, grad)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])

@@ -311,8 +311,7 @@ def _measure_compute(model, criterion, feature_shape, share, threads):
         t0 = time.perf_counter()
         out = replica.forward(x)
         y = np.zeros(len(out), dtype=np.int64)
-        loss.forward(out, y)
-        replica.backward(x, loss.backward(out, y))
+        replica.backward(x, loss.forward_backward(out, y)[1])
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -363,8 +362,9 @@ def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, it
         if len(idx):
             model.set_forward_seed(seed_for(seed_base + [p]))
             out = model.forward(xb)
-            loss_sum = float(criterion.forward(out, yb))
-            model.backward(xb, criterion.backward(out, yb))
+            loss, grad_out = criterion.forward_backward(out, yb)
+            loss_sum = float(loss)
+            model.backward(xb, grad_out)
         t3 = time.perf_counter()
         stats = dict(loss_sum=loss_sum, count=len(idx), compute_s=t3 - t2, data_s=t2 - t1, assemble_s=t1 - t0)
         for s, (lo, hi) in enumerate(bounds):

@@ -166,13 +166,14 @@ class LocalOptimizer(BaseOptimizer):
             check_finite("target", yb, step)  # else a NaN target reads as divergence
             out = self.model.forward(xb)
             try:
-                loss += float(criterion.forward(out, yb))
+                batch_loss, grad_out = criterion.forward_backward(out, yb)
             except ValueError as e:
                 raise TrainingError(f"step {step}: {e}") from None
+            loss += float(batch_loss)
             if not np.isfinite(loss):
                 raise TrainingError(f"step {step}: the loss is {loss} (training diverged); "
                                     f"the last good checkpoint is kept")
-            self.model.backward(xb, criterion.backward(out, yb))
+            self.model.backward(xb, grad_out)
         if self.sum_criterion:
             count = sum(len(share) for share in shares)
             grads = self.model.parameters_flat()[1]

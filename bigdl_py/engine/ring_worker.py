@@ -160,8 +160,8 @@ class RingWorker:
             if len(idx):
                 self.model.set_forward_seed(seed_for([cfg["seed"], epoch, iteration, p]))
                 out = self.model.forward(xb)
-                loss_sum += float(self.criterion.forward(out, yb))
-                grad_out = self.criterion.backward(out, yb)
+                loss, grad_out = self.criterion.forward_backward(out, yb)
+                loss_sum += float(loss)
                 if last and self.buckets is not None:
                     pending = self._backward_overlapped(xb, grad_out)
                 else:

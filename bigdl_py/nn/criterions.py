@@ -66,6 +66,13 @@ class Criterion:
         """d loss / d output, same shape and dtype as output."""
         return self._loss_and_grad(output, target, need_grad=True)[1]
 
+    def forward_backward(self, output, target):
+        """(loss, d loss / d output) in one pass: what a training step needs."""
+        cls = type(self)
+        if cls.forward is not Criterion.forward or cls.backward is not Criterion.backward:
+            return self.forward(output, target), self.backward(output, target)  # a subclass's own passes
+        return self._loss_and_grad(output, target, need_grad=True)
+
     def __call__(self, output, target):
         return self.forward(output, target)
 
