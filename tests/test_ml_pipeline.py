@@ -73,6 +73,18 @@ def test_early_stopping_keeps_the_best_epoch(fitted_pipeline):
     np.testing.assert_array_equal(fitted, ckpt.load_model(by_epoch[best]).parameters_flat()[0])
 
 
+def test_early_stopping_without_a_checkpoint_path_leaves_no_temporary_folder(credit, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the temporary checkpoints would go
+    train, _, width = credit
+    pipeline = credit_pipeline(width, batchSize=256, maxEpoch=2, numPartitions=2, validationFraction=0.2,
+                               validationMetrics=["auc"], earlyStoppingPatience=1)
+    model = pipeline.fit(train.limit(800))
+    assert 1 <= len(model.stages[-1].history) <= 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("bigdl_py-early-stopping-")]
+
+
 def test_pipeline_and_estimator_save_load_round_trips(spark, credit, fitted_pipeline, tmp_path):
     from pyspark.ml import Pipeline, PipelineModel
 

@@ -5,6 +5,7 @@ CrossValidator can fit many copies), trains it with the distributed engine on th
 DataFrame, and returns an NNModel / NNClassificationModel with the trained Module,
 the feature shape it was trained on and `history` (one dict per epoch).
 """
+import shutil
 import tempfile
 
 import numpy as np
@@ -135,10 +136,15 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
         self._check_labels(opt.data.label_range, per_row)
         opt.set_progress(False)
         ckpt_root = self._configure_validation(opt, val_df)
-        trained = opt.optimize()
-        best = opt.early_stopping["best_epoch"] if opt.early_stopping else None
-        if best is not None:
-            trained = _checkpoint_of_epoch(ckpt_root, best)
+        own_root = ckpt_root is not None and self.getCheckpointPath() is None  # a temporary folder of ours
+        try:
+            trained = opt.optimize()
+            best = opt.early_stopping["best_epoch"] if opt.early_stopping else None
+            if best is not None:
+                trained = _checkpoint_of_epoch(ckpt_root, best)
+        finally:
+            if own_root:
+                shutil.rmtree(ckpt_root, ignore_errors=True)
         if trained is not module and outputs[0] == (1,):
             # Back from the training wrapper to the user's architecture ("0." is its slot in the wrapper).
             module.load_state_dict({k[2:]: v for k, v in trained.state_dict().items() if k.startswith("0.")})
