@@ -60,17 +60,19 @@ def test_distributed_lenet5_from_a_dataframe_reaches_98_5_percent_in_3_epochs(sp
     from bigdl_py.data.mnist import load_mnist
     from bigdl_py.engine.distri import DistriOptimizer
     from bigdl_py.nn import CrossEntropyLoss, zoo
-    from bigdl_py.optim import SGD, Cosine, MaxEpoch, Top1Accuracy
+    from bigdl_py.optim import Adam, MaxEpoch, Poly, Top1Accuracy, Warmup
 
     module = _train_mnist()
     x_train, y_train, x_test, y_test = load_mnist()
     train = mnist_parquet_df(spark, tmp_path / "train.parquet", module.normalize(x_train), y_train)
     test = mnist_parquet_df(spark, tmp_path / "test.parquet", module.normalize(x_test), y_test)
-    # The local script's recipe (batch 64, SGD momentum 0.9, lr 0.02 cosine-annealed over 3 epochs).
-    steps = 3 * -(-len(x_train) // module.BATCH_SIZE)
-    opt = DistriOptimizer(zoo.lenet5(seed=0), CrossEntropyLoss(), SGD(momentum=0.9), train,
-                          batch_size=module.BATCH_SIZE, end_trigger=MaxEpoch(3), learning_rate=module.LEARNING_RATE,
-                          schedule=Cosine(steps), feature_shape=(28, 28, 1), num_partitions=2, sync=sync)
+    # Batch 512 keeps the block-manager run to 354 iterations (batch 64 took ~10 min). Adam 0.01, a
+    # 3-step warm-up and linear decay: the local engine reaches 0.9712 / 0.9856 / 0.9894 (seed 0).
+    batch, steps = 512, 3 * -(-len(x_train) // 512)
+    opt = DistriOptimizer(zoo.lenet5(seed=0), CrossEntropyLoss(), Adam(betas=(0.8, 0.98)), train,
+                          batch_size=batch, end_trigger=MaxEpoch(3), learning_rate=0.01,
+                          schedule=Warmup(3, then=Poly(1.0, steps - 3), start_factor=0.1),
+                          feature_shape=(28, 28, 1), num_partitions=2, sync=sync)
     opt.set_validation(test, [Top1Accuracy()])
     opt.optimize()
     accuracies = [h["Top1Accuracy"] for h in opt.history if "Top1Accuracy" in h]
