@@ -44,6 +44,9 @@ import numpy as np
 
 from bigdl_py.atomic import atomic_write_bytes, atomic_write_json
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_distributed import median_ms  # noqa: E402  (one timing helper for the benchmarks)
+
 NODES = [2, 4, 8, 16, 32, 64, 128, 256, 512]
 LINKS_GBIT = [10, 25]
 NET_LATENCY_S = 30e-6  # one-way datacenter Ethernet latency assumed for the extrapolation
@@ -56,12 +59,7 @@ RESNET50_OVER_RESNET20_FLOPS = 4.09e9 / 40.8e6
 
 # ---- calibration: measured on this machine ---------------------------------------------------
 def _median_s(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return median_ms(fn, repeats) / 1e3
 
 
 def compute_per_sample(quick):
