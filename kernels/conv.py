@@ -1,13 +1,10 @@
 """2-D convolution on NHWC activations with HWIO weights, forward and backward.
 
-Four paths, chosen from the shapes:
+Three paths, chosen from the shapes:
 - 1x1, stride 1, no padding: the input viewed as (N*H*W, Cin) is already the
   im2col matrix, so the convolution is one GEMM per group with no copy.
 - depthwise (every group has one input channel): a direct numba loop vectorised
   over the contiguous channel axis; GEMMs with K = KH*KW would be tiny.
-- one input channel, stride 1 (greyscale first layers): a direct numba loop over
-  output lines, vectorised along the input line; the GEMM would have K = KH*KW and a
-  handful of output columns. Its backward is the GEMM one.
 - everything else: im2col + GEMM (y = cols @ w2d; backward dw = cols.T @ dy and
   dcols = dy @ w2d.T scattered back by col2im), in chunks of output lines small
   enough that the column buffer is still in cache when the GEMM reads it.
@@ -72,9 +69,6 @@ class _Geometry:
         )
         self.pointwise = (self.kh, self.kw, self.stride, self.padding) == (1, 1, (1, 1), (0, 0))
         self.depthwise = cin_g == 1 and g > 1
-        # One input channel (greyscale images), stride 1: a GEMM with K = KH*KW and a few
-        # output columns runs far below peak, a direct loop over output lines does not.
-        self.single_channel = (self.cin, g, self.stride, self.dilation) == (1, 1, (1, 1), (1, 1))
 
     @property
     def out_shape(self):
@@ -146,8 +140,6 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu
         _depthwise_forward(
             x, w, bias, y, *geo.stride, *geo.padding, *geo.dilation, has_bias, bool(relu)
         )
-    elif geo.single_channel:
-        _single_channel_forward(x, w, bias, y, *geo.padding, has_bias, bool(relu))
     else:
         _gemm_conv(x, w, y, geo, bias, has_bias, bool(relu))
     return y
@@ -351,44 +343,6 @@ def _valid_range(off, stride, size, out_size):
     lo = 0 if off >= 0 else (-off + stride - 1) // stride
     hi = 0 if size - 1 - off < 0 else min(out_size, (size - 1 - off) // stride + 1)
     return lo, max(lo, hi)
-
-
-@njit(cache=True)
-def _single_channel_forward(x, w, b, y, ph, pw, has_bias, relu):
-    """Direct conv of a one-channel input, stride 1: one output line at a time in a
-    (Cout, OW) accumulator whose rows vectorise over the contiguous input line."""
-    n_, h_, w_ = x.shape[0], x.shape[1], x.shape[2]
-    kh_, kw_, co_ = w.shape[0], w.shape[1], w.shape[3]
-    oh_, ow_ = y.shape[1], y.shape[2]
-    xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)  # w (KH, KW, 1, Cout) flat: tap-major
-    uow, uco = uint64(ow_), uint64(co_)
-    acc = np.empty(co_ * ow_, dtype=y.dtype)
-    zero = y.dtype.type(0)
-    for n in range(n_):
-        for oh in range(oh_):
-            for co in range(uco):
-                bv = b[co] if has_bias else zero
-                for j in range(uow):
-                    acc[co * uow + j] = bv
-            for kh in range(kh_):
-                ih = oh + kh - ph
-                if ih < 0 or ih >= h_:
-                    continue
-                for kw in range(kw_):
-                    off = kw - pw
-                    j0, j1 = uint64(max(0, -off)), uint64(max(0, min(ow_, w_ - off)))
-                    base = uint64((n * h_ + ih) * w_ + off)
-                    tap = uint64((kh * kw_ + kw) * co_)
-                    for co in range(uco):
-                        wv = wf[tap + co]
-                        row = co * uow
-                        for j in range(j0, j1):
-                            acc[row + j] += wv * xf[base + j]
-            line = uint64((n * oh_ + oh) * ow_) * uco
-            for j in range(uow):
-                for co in range(uco):
-                    v = acc[co * uow + j]
-                    yf[line + j * uco + co] = zero if (relu and v <= 0) else v  # NaN passes, as in relu()
 
 
 @njit(cache=True)

@@ -24,7 +24,7 @@ CASES = {
     "pointwise_groups2": ((2, 4, 5, 6), (1, 1), 4, 1, 0, 1, 2),
     "pointwise_stride2_pad1": ((1, 5, 6, 3), (1, 1), 4, 2, 1, 1, 1),
     "lenet_1ch_5x5": ((3, 12, 12, 1), (5, 5), 6, 1, 0, 1, 1),
-    "one_channel_3x2_pad_1x2": ((2, 6, 9, 1), (3, 2), 5, 1, (1, 2), 1, 1),  # the direct single-channel path
+    "one_channel_3x2_pad_1x2": ((2, 6, 9, 1), (3, 2), 5, 1, (1, 2), 1, 1),
     "one_channel_padding_wider_than_kernel": ((1, 3, 4, 1), (2, 3), 3, 1, 3, 1, 1),
 }
 
@@ -84,7 +84,8 @@ def test_fused_relu_is_relu_of_biased_output(name):
     assert (y < 0).any()  # the case exercises the clamp
 
 
-@pytest.mark.parametrize("name", ["3x3_pad1", "depthwise", "pointwise"])
+@pytest.mark.parametrize("name", ["3x3_pad1", "depthwise", "pointwise", "lenet_1ch_5x5", "one_channel_3x2_pad_1x2",
+                                  "one_channel_padding_wider_than_kernel"])
 def test_need_dx_false_skips_dx_and_keeps_dw(name):
     x, w, b, kw = make(CASES[name])
     grad_y = projection(conv2d_forward(x, w, b, **kw).shape, seed=1).astype(np.float32)
