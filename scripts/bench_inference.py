@@ -150,7 +150,9 @@ def main(argv=None):
     from bigdl_py.spark_session import get_or_create_session
 
     spark = get_or_create_session(master="local[2]", app_name="bench_inference",
-                                  conf={"spark.sql.execution.arrow.maxRecordsPerBatch": str(4 * BATCH)})
+                                  conf={"spark.sql.execution.arrow.maxRecordsPerBatch": str(4 * BATCH),
+                                        # 2M cached 64-float rows after the MNIST case: 1g ran out of heap
+                                        "spark.driver.memory": "4g"})
     torch.manual_seed(0)
     results = []
     for name in args.models:
