@@ -65,12 +65,13 @@ def test_bench_large_batch_reports_both_runs_the_gap_and_a_distributed_run_equal
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_bench_peers_runs_every_system_on_both_cases():
-    lines = run_script("bench_peers.py", "--mlp-rows", "4096", "--mnist-rows", "2048", "--test-rows", "1000",
+def test_bench_peers_runs_every_system_on_the_mlp_case():
+    # The MLP case only: it has every system (MLlib too); LeNet-5 runs the same functions with
+    # another model, and each case costs two TorchDistributor launches (the suite's time budget).
+    lines = run_script("bench_peers.py", "--cases", "mlp", "--mlp-rows", "4096", "--test-rows", "1000",
                        "--batch", "512", "--mllib-iterations", "3", timeout=600)
     by_key = {(line["model"], line["system"]): line for line in lines}
     expected = {("mlp", s) for s in ("ours-ring", "ours-blockmanager", "torch-distributor", "mllib-mlp")}
-    expected |= {("lenet5", s) for s in ("ours-ring", "ours-blockmanager", "torch-distributor")}
     assert set(by_key) == expected
     for key, line in by_key.items():
         if "skipped" in line:
