@@ -120,6 +120,21 @@ def test_train_validation_split_over_learning_rate_and_batch_size(credit):
     assert best[clf.learningRate] == 1e-2
 
 
+def test_cross_validator_over_learning_rate(credit):
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+    train, _, width = credit
+    pipeline = credit_pipeline(width, maxEpoch=1, numPartitions=2, batchSize=256)
+    clf = pipeline.getStages()[-1]
+    grid = ParamGridBuilder().addGrid(clf.learningRate, [1e-4, 1e-2]).build()
+    cv = CrossValidator(estimator=pipeline, estimatorParamMaps=grid, numFolds=2, seed=3,
+                        evaluator=BinaryClassificationEvaluator())
+    result = cv.fit(train.limit(800))
+    assert len(result.avgMetrics) == 2 and result.avgMetrics[1] > result.avgMetrics[0]
+    assert result.bestModel.stages[-1].getModel() is not None
+
+
 def test_regressor_and_estimator_on_numeric_columns(spark):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 3))
