@@ -1,8 +1,4 @@
-"""Every notebook runs top to bottom in a fresh kernel; its last cell checks its own results.
-
-The two longest notebooks have files of their own (test_notebook_*.py), so the two test
-workers of `make test` (pytest-xdist, one file at a time) can run them side by side.
-"""
+"""Every notebook runs top to bottom in a fresh kernel; its last cell checks its own results."""
 import os
 
 import nbformat
@@ -36,3 +32,16 @@ def test_similarity_notebook(tmp_path):
     text, outputs = run_notebook("similarity.ipynb", tmp_path)
     assert "precision@10 = " in text and "recall@10 = " in text
     assert pngs(outputs) >= 1  # the grid of queries and recommendations
+
+
+def test_risk_scoring_notebook(tmp_path):
+    text, outputs = run_notebook("risk_scoring.ipynb", tmp_path)
+    assert "checks passed" in text and "mllib_gbt" in text
+    assert pngs(outputs) == 2  # ROC and calibration
+    assert (tmp_path / "risk_output" / "metrics.json").exists()
+    assert (tmp_path / "risk_output" / "model" / "risk_scoring.json").exists()
+
+
+def test_quickstart_notebook(tmp_path):
+    text, _ = run_notebook("quickstart.ipynb", tmp_path)
+    assert "quickstart checks passed" in text and "test accuracy after 2 epochs" in text
