@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from bigdl_py.pipelines.similarity._topk_kernel import CHUNK, empty_topk, merge_order, topk_update
+from bigdl_py.pipelines.similarity._topk_kernel import (CHUNK, empty_topk, merge_order, topk_update,
+                                                          topk_update_columns)
 from bigdl_py.pipelines.similarity.blocks import block_rows_for_budget, l2_normalize
 
 
@@ -60,3 +61,15 @@ def test_l2_normalize_refuses_zero_rows():
     np.testing.assert_allclose(np.linalg.norm(l2_normalize([[3, 4], [1, 0]]), axis=1), 1, rtol=1e-6)
     with pytest.raises(ValueError, match="1 all-zero row"):
         l2_normalize([[0, 0], [1, 0]])
+
+
+def test_column_update_equals_the_row_update_of_the_transpose():
+    rng = np.random.default_rng(2)
+    scores = rng.integers(0, 5, (3 * CHUNK + 7, 70)).astype(np.float32)  # ties across rows
+    by_rows_s, by_rows_i = empty_topk(70, 6)
+    topk_update(np.ascontiguousarray(scores.T), by_rows_s, by_rows_i, 500, 10 ** 9)
+    s, i = empty_topk(70, 6)
+    topk_update_columns(scores[:100], s, i, 500)  # two calls: a running state carries over
+    topk_update_columns(scores[100:], s, i, 600)
+    np.testing.assert_array_equal(i, by_rows_i)
+    np.testing.assert_array_equal(s, by_rows_s)

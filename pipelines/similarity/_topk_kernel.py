@@ -60,6 +60,39 @@ def topk_update(scores, best_s, best_i, col_start, row_start):
                     _insert(best_s, best_i, r, s, idx)
 
 
+@njit(cache=True, fastmath=True)
+def _chunk_gain(scores, r, c0, c1, thr):
+    m = scores[r, c0] - thr[c0]
+    for j in range(c0 + 1, c1):
+        m = max(m, scores[r, j] - thr[j])
+    return m
+
+
+@njit(cache=True)
+def topk_update_columns(scores, best_s, best_i, row_start):
+    """Fold the COLUMNS of a score matrix into the running top-k of the catalogue block.
+
+    The same as topk_update(scores.T, ...) without the transposed copy: row r is
+    query item row_start + r, column j's running top-k is best_s[j] / best_i[j]
+    (bc, k). Used for the mirrored half of a symmetric pair of blocks; never
+    called on a block against itself, so there is no self pair to skip.
+    """
+    bq, bc = scores.shape
+    k = best_s.shape[1]
+    thr = best_s[:, k - 1].copy()  # each column's k-th best score so far
+    for r in range(bq):
+        idx = row_start + r
+        for c0 in range(0, bc, CHUNK):
+            c1 = min(c0 + CHUNK, bc)
+            if _chunk_gain(scores, r, c0, c1, thr) < 0:
+                continue
+            for j in range(c0, c1):
+                s = scores[r, j]
+                if s >= thr[j] and _better(s, idx, best_s[j, k - 1], best_i[j, k - 1]):
+                    _insert(best_s, best_i, j, s, idx)
+                    thr[j] = best_s[j, k - 1]
+
+
 def empty_topk(rows, k):
     """Running top-k state for `rows` queries: scores -inf, indices -1 (no neighbour yet)."""
     return np.full((rows, k), -np.inf, np.float32), np.full((rows, k), -1, np.int64)

@@ -1,15 +1,16 @@
 """Exact all-pairs top-k by cosine similarity, computed on the executors.
 
 The catalogue is cut into blocks of unit vectors (blocks.py) that stay on the
-executors (persisted to their disks). Every query block is paired with every
-catalogue block by a Cartesian product of two RDDs: the left side holds one
-block per partition, the right side groups the blocks into a few partitions. A
-task receives one query block and the catalogue blocks of one group, multiplies
-them (one float32 GEMM per pair) and folds the scores into a running top-k per
-query row. The partial top-ks of the groups are merged per query block by a
-reduceByKey, exploded to (item, neighbour, score, rank) rows in the JVM and
-written as Parquet. Memory per task is bounded by the block size (from
-`memory_mb`), never by the catalogue size, and the driver sees only counts.
+executors (persisted to their disks), and the blocks into a few groups. The
+Cartesian product of the grouped RDD with itself gives one task per pair of
+groups; it multiplies the blocks of one group with those of the other (one
+float32 GEMM per pair of blocks) and folds the scores into a running top-k per
+row. Cosine is symmetric, so each unordered pair of blocks is multiplied once:
+the rows of the product update the first block's top-ks and its columns the
+second's. The partial top-ks are merged per block by a reduceByKey, exploded to
+(item, neighbour, score, rank) rows in the JVM and written as Parquet. Memory
+per task is bounded by the block size (from `memory_mb`), never by the
+catalogue size, and the driver sees only counts.
 """
 import math
 import time
@@ -18,7 +19,7 @@ import numpy as np
 
 # Shared with the training data path: vector/array/numeric columns -> array<float>, and its width.
 from bigdl_py.data.partitions import _feature_array_column, _feature_width
-from bigdl_py.pipelines.similarity._topk_kernel import empty_topk, merge_order, topk_update
+from bigdl_py.pipelines.similarity._topk_kernel import empty_topk, merge_order, topk_update, topk_update_columns
 from bigdl_py.pipelines.similarity.blocks import (BAD_CAUSES, block_from_row, block_rows_for_budget,
                                                   partition_to_block, read_embeddings,
                                                   resolve_id_col)
@@ -26,18 +27,40 @@ from bigdl_py.pipelines.similarity.blocks import (BAD_CAUSES, block_from_row, bl
 GROUP_BLOCKS = 32  # catalogue blocks per right-side partition: fewer partial top-ks to shuffle
 
 
-def _query_group_topk(pairs, k, starts):
-    """One task: a query block against a group of catalogue blocks -> partial top-k per query block."""
+def _mirrored_half(x, y, n):
+    """Whether the ordered block pair (x, y) is the one of {x, y} that is computed.
+
+    Every unordered pair of the n blocks reaches the tasks twice, as (x, y) and
+    (y, x); one product serves both blocks' top-ks. Picking by the cyclic distance
+    (not by x < y) gives every task about the same number of products.
+    """
+    d = (y - x) % n
+    return d == 0 or 2 * d < n or (2 * d == n and x < y)
+
+
+def _group_pair_topk(pairs, k, starts, order):
+    """One task: the blocks of one group against those of another -> partial top-k per block touched."""
     states = {}
+
+    def state(blk, ids):
+        if blk not in states:
+            states[blk] = (ids, *empty_topk(len(ids), k), {})
+        return states[blk]
+
     for (qb, q_ids, q, _), (cb, c_ids, c, _) in pairs:
-        if qb not in states:
-            states[qb] = (q_ids, *empty_topk(len(q), k), {})
-        _, best_s, best_i, id_of = states[qb]
+        if not _mirrored_half(order[qb], order[cb], len(order)):
+            continue
+        scores = q @ c.T
+        _, best_s, best_i, id_of = state(qb, q_ids)
         # Self pairs are skipped by index: query row r is catalogue item starts[qb] + r.
-        topk_update(q @ c.T, best_s, best_i, starts[cb], starts[qb])
+        topk_update(scores, best_s, best_i, starts[cb], starts[qb])
         id_of[cb] = c_ids
-    for qb, (q_ids, best_s, best_i, id_of) in states.items():
-        yield qb, (q_ids, best_s, best_i, _neighbour_ids(best_i, id_of, starts))
+        if cb != qb:  # the same scores, read by column, are cb's candidates from qb
+            _, best_s, best_i, id_of = state(cb, c_ids)
+            topk_update_columns(scores, best_s, best_i, starts[qb])
+            id_of[qb] = q_ids
+    for blk, (ids, best_s, best_i, id_of) in states.items():
+        yield blk, (ids, best_s, best_i, _neighbour_ids(best_i, id_of, starts))
 
 
 def _neighbour_ids(best_i, id_of, starts):
@@ -125,9 +148,12 @@ def all_pairs_topk(spark, embeddings, k=10, output_path=None, id_col=None, featu
         for blk in sorted(sizes):
             starts[blk] = offset
             offset += sizes[blk]
-        groups = max(1, math.ceil(len(sizes) / GROUP_BLOCKS))
-        partials = blocks.cartesian(blocks.coalesce(groups)).mapPartitions(
-            lambda pairs: _query_group_topk(pairs, k, starts))
+        order = {blk: i for i, blk in enumerate(sorted(sizes))}
+        # groups^2 tasks: at least about 4 per core, so that the cores finish together.
+        cores = spark.sparkContext.defaultParallelism
+        groups = min(len(sizes), max(math.ceil(len(sizes) / GROUP_BLOCKS), math.ceil(2 * math.sqrt(cores))))
+        grouped = blocks.coalesce(groups)
+        partials = grouped.cartesian(grouped).mapPartitions(lambda pairs: _group_pair_topk(pairs, k, starts, order))
         merged = partials.reduceByKey(_merge_partials, numPartitions=max(1, len(sizes)))
         rows = spark.createDataFrame(merged.flatMap(_result_rows),
                                      f"item {id_type.simpleString()}, neighbours array<{id_type.simpleString()}>, "
