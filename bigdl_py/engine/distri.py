@@ -6,8 +6,8 @@ uses), an all-reduce sums the pieces per slice, divides by the number of samples
 and runs the optimizer on each slice where its state lives. With the same partition
 sizes and seed this reproduces LocalOptimizer's weights to float32 round-off.
 
-Two sync backends: "blockmanager" (one Spark job per iteration, slices moved as
-Spark blocks; sync/blockmanager.py) and "ring" (one barrier stage for the whole
+Two sync backends: "blockmanager" (one Spark job of two stages per iteration, slices
+moved as Spark shuffle blocks; sync/blockmanager.py) and "ring" (one barrier stage for the whole
 run, TCP all-reduce between the tasks; engine/ring_driver.py, sync/ring.py).
 """
 import json
@@ -217,33 +217,35 @@ class DistriOptimizer(BaseOptimizer):
         log = TrainingLog(self.log_path)
         score = None
         done = False
+
+        def compute_at(epoch, i):
+            return _compute_fn(run_id, model_config, criterion_config, self.data, sampler, epoch, i, bounds,
+                               self.compress, self.threads_per_task, self.forward_seed_base(epoch, i))
+
+        upcoming = None  # the next step's compute, whose stages the driver built during this step's job
         try:
             while not done:
                 for i in range(start_iter, sampler.iterations_per_epoch):
                     t0 = time.perf_counter()
-                    gathered = sync.all_gather()
-                    compute = _compute_fn(run_id, model_config, criterion_config, self.data, sampler, epoch, i,
-                                          bounds, self.compress, self.threads_per_task,
-                                          self.forward_seed_base(epoch, i))
-                    pieces = gathered.mapPartitionsWithIndex(compute)
+                    epoch_finished = i == sampler.iterations_per_epoch - 1
+                    next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
+                    compute = upcoming if upcoming is not None else compute_at(epoch, i)
+                    upcoming = compute_at(*next_pos)
                     lr = self.lr_at(step + 1, epoch)
                     update = _update_fn(self.optim_method.get_config(), lr, step + 1, boundaries, bounds,
                                         self.clip_value)
-                    results = sync.reduce_scatter_update(pieces, update)
+                    reports, results = sync.step(compute, update, next_compute=upcoming)
                     wall = time.perf_counter() - t0
                     step += 1
-                    stats = results[0]
-                    loss = stats["loss_sum"] / max(stats["count"], 1)
+                    loss = sum(r["loss_sum"] for r in reports) / max(sum(r["count"] for r in reports), 1)
                     if not np.isfinite(loss):
                         raise TrainingError(f"step {step}: the loss is {loss} (training diverged); "
                                             f"the last good checkpoint is kept")
-                    entry = self._timing(step, epoch, loss, lr, wall, stats, results)
-                    epoch_finished = i == sampler.iterations_per_epoch - 1
+                    entry = self._timing(step, epoch, loss, lr, wall, reports, results)
                     state, score = self.finish_step(
                         log, entry, epoch, step, epoch_finished, loss, score,
-                        lambda: self._validate(sync.all_gather(), run_id, model_config, criterion_config, bounds))
+                        lambda: self._validate(sync, run_id, model_config, criterion_config, bounds))
                     done = bool(self.end_trigger(state))
-                    next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
                     user_ckpt = self.checkpoint and (done or self.checkpoint["trigger"](state))
                     if user_ckpt or step % self.lineage_every == 0:
                         root = self.checkpoint["path"] if user_ckpt else os.path.join(self.data.run_dir, "lineage")
@@ -261,12 +263,18 @@ class DistriOptimizer(BaseOptimizer):
         """forward_seed(epoch, iteration, p) = seed_for(base + [p]), computed on the executor."""
         return [self.seed, epoch, iteration]
 
-    def _timing(self, step, epoch, loss, lr, wall, stats, results):
-        """Where the iteration's wall time went (the slowest partition decides compute)."""
-        return self.timing_entry(step, epoch, loss, lr, wall, stats["count"], compute=stats["compute_max"],
-                                 data=stats["data_max"],
-                                 sync=max(r["update_s"] for r in results) + stats["assemble_max"],
-                                 driver_bytes=len(pickle.dumps(results)))
+    def _timing(self, step, epoch, loss, lr, wall, reports, results):
+        """Where the iteration's wall time went (the slowest partition decides compute).
+
+        The job of step t runs the update of step t - 1 (`results`; None when the
+        weights came from a start or a checkpoint): it counts as this step's sync time.
+        """
+        update_s = max(r["update_s"] for r in results) if results else 0.0
+        return self.timing_entry(step, epoch, loss, lr, wall, sum(r["count"] for r in reports),
+                                 compute=max(r["compute_s"] for r in reports),
+                                 data=max(r["data_s"] for r in reports),
+                                 sync=update_s + max(r["assemble_s"] for r in reports),
+                                 driver_bytes=len(pickle.dumps((reports, results))))
 
     def timing_entry(self, step, epoch, loss, lr, wall, count, compute, data, sync, driver_bytes):
         """The per-iteration log entry (both backends); also appended to `metrics`."""
@@ -277,11 +285,11 @@ class DistriOptimizer(BaseOptimizer):
         self.metrics.append(entry)
         return entry
 
-    def _validate(self, gathered, run_id, model_config, criterion_config, bounds):
+    def _validate(self, sync, run_id, model_config, criterion_config, bounds):
         v = self.validation
         fn = _validate_fn(run_id, model_config, criterion_config, v["data"], v["metrics"], v["batch_size"],
                           bounds, self.threads_per_task)
-        per_partition = gathered.mapPartitionsWithIndex(fn).collect()
+        per_partition = sync.per_training_partition(fn).collect()
         return metric_results(v["metrics"], per_partition)
 
     def _write_checkpoint(self, sync, root, meta, bounds, keep):
@@ -349,7 +357,7 @@ def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, it
     def compute(p, gathered):
         t0 = time.perf_counter()
         model, weights, grads, criterion = _replica(run_id, model_config, criterion_config, threads)
-        for _, (s, w) in gathered:
+        for s, w in gathered:
             lo, hi = bounds[s]
             weights[lo:hi] = w
         t1 = time.perf_counter()
@@ -367,10 +375,8 @@ def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, it
             model.backward(xb, grad_out)
         t3 = time.perf_counter()
         stats = dict(loss_sum=loss_sum, count=len(idx), compute_s=t3 - t2, data_s=t2 - t1, assemble_s=t1 - t0)
-        for s, (lo, hi) in enumerate(bounds):
-            piece = grads[lo:hi]
-            piece = to_bf16(piece) if compress == "bf16" else piece.copy()
-            yield s, (p, piece, stats)
+        pieces = [grads[lo:hi] for lo, hi in bounds]
+        return [to_bf16(g) for g in pieces] if compress == "bf16" else [g.copy() for g in pieces], stats
 
     return compute
 
@@ -386,17 +392,10 @@ def apply_update(optim_config, weights, total, state, count, lr, step, boundarie
 
 
 def _update_fn(optim_config, lr, step, boundaries, bounds, clip_value):
-    def update(s, weights, state, total, stats):
+    def update(s, weights, state, total, count):
         t0 = time.perf_counter()
-        count = sum(st["count"] for st in stats)
         apply_update(optim_config, weights, total, state, count, lr, step, boundaries, *bounds[s], clip_value)
-        result = dict(update_s=time.perf_counter() - t0)
-        if s == 0:  # one slice reports the iteration's statistics
-            result.update(loss_sum=sum(st["loss_sum"] for st in stats), count=count,
-                          compute_max=max(st["compute_s"] for st in stats),
-                          data_max=max(st["data_s"] for st in stats),
-                          assemble_max=max(st["assemble_s"] for st in stats))
-        return weights, state, result
+        return weights, state, dict(update_s=time.perf_counter() - t0)
 
     return update
 
@@ -406,7 +405,7 @@ def _validate_fn(run_id, model_config, criterion_config, data, metrics, batch_si
 
     def validate(p, gathered):
         model, weights, _, criterion = _replica(run_id, model_config, criterion_config, threads)
-        for _, (s, w) in gathered:
+        for s, w in gathered:
             lo, hi = bounds[s]
             weights[lo:hi] = w
         x, y = load_partition(run_dir, p, shape)

@@ -1,23 +1,30 @@
 """BigDL-style all-reduce of one flat parameter vector through Spark's block manager.
 
-The flat vector of n values is cut into N slices. Slice s lives in partition s of a
-cached RDD `W` (weights and optimizer state of that slice, co-partitioned by slice
-id), so the optimizer state never leaves the executor that owns it. One training
-iteration is one Spark job of three stages:
+The flat vector of n values is cut into N slices; P training partitions compute
+gradients. Everything moves as shuffle blocks between executors, through two
+shuffles per iteration, both with max(N, P) partitions under one partitioner:
 
-  1. all-gather: every cached weight slice is sent to every training partition
-     (a shuffle keyed by training partition);
-  2. compute: each training partition assembles the weights, runs forward/backward
-     on its share of the batch and emits its gradient cut into N slices (a shuffle
-     keyed by slice id);
-  3. reduce + update: the task for slice s sums the N gradient pieces for s in a
-     fixed partition order, reads its cached weights/state through a co-partitioned
-     union (narrow: no shuffle of the state) and runs the optimizer on the slice,
-     producing the next cached `W`.
+  * all-gather `D`: the task that owns slice s sends its weights to every training
+    partition p (record keyed by p), and its weights with its optimizer state to
+    itself (keyed by s);
+  * reduce-scatter `E`: training partition p reads its partition of `D`, assembles
+    the weights, runs forward/backward on its share of the batch and emits its
+    gradient cut into N pieces, piece s keyed by s.
+
+The update task for slice s reads partition s of `E` (the N pieces, summed in a
+fixed partition order) and partition s of `D` (its weights and state) through a
+co-partitioned union, which is narrow: the state never leaves the executors and is
+never shuffled to anyone else. It runs the optimizer on the slice and writes the
+next `D` in the same Python pass. So an iteration is two stages with one Python
+pass each (update + all-gather, compute + reduce-scatter), run as one job of map
+stages only (`SparkContext.submitMapStage`, the entry point Spark's adaptive
+query execution uses): no stage is spent on a result nobody reads. The update of
+the last iteration runs inside whatever next reads the weights (validation, a
+checkpoint, the end of training).
 
 The driver only schedules and receives a few numbers per iteration. Spark's lineage
 recomputes whatever a lost executor held; the lineage is cut by writing the slices
-to a checkpoint and rebuilding `W` from those files.
+to a checkpoint and starting `D` again from those files.
 """
 import numpy as np
 from pyspark.accumulators import AccumulatorParam
@@ -57,8 +64,8 @@ def from_bf16(h):
     return (h.astype(np.uint32) << 16).view(np.float32)
 
 
-class _SliceResults(AccumulatorParam):
-    """Accumulates {slice id: result}; a retried task overwrites its own entry."""
+class _ByKey(AccumulatorParam):
+    """Accumulates {key: value}; a retried or recomputed task overwrites its own entry."""
 
     def zero(self, value):
         return {}
@@ -68,8 +75,28 @@ class _SliceResults(AccumulatorParam):
         return a
 
 
+def submit_map_stage(rdd):
+    """Start computing the map side of the shuffle `rdd` reads (and its missing parents),
+    with no result stage. Returns the job's future: `.get()` waits for it."""
+    jrdd = rdd._jrdd.rdd()
+    while True:
+        dep = jrdd.dependencies().head()
+        if dep.getClass().getSimpleName() == "ShuffleDependency":
+            break
+        jrdd = dep.rdd()
+    return rdd.context._jsc.sc().submitMapStage(dep)
+
+
+def _slice_records(s, weights, state, num_partitions):
+    """The all-gather records of slice s: its weights for every training partition, and
+    its weights with its state for the task that updates slice s next."""
+    for p in range(num_partitions):
+        yield p, ("weights", s, weights)
+    yield s, ("state", s, weights, state)
+
+
 class BlockManagerAllReduce:
-    """Owns the cached weight/state RDD and builds the per-iteration stages.
+    """Owns the all-gather shuffle of the current weights and builds the per-iteration stages.
 
     Args:
         sc: the SparkContext.
@@ -82,76 +109,115 @@ class BlockManagerAllReduce:
         self.bounds = bounds
         self.num_slices = len(bounds)
         self.num_partitions = num_partitions
-        self.W = None
+        self.width = max(self.num_slices, num_partitions)  # partitions of both shuffles
+        self.D = None
+        self._results = None  # per-slice results of the update that produces D (None: D is a start)
+        self._next = None  # (compute, the D it reads, its pieces RDD, its accumulator), built ahead
 
     def set_slices(self, make_slice):
-        """Build W from make_slice(s, start, stop) -> (weights, state), run on executors."""
-        bounds, N = self.bounds, self.num_slices
-        rdd = (self.sc.parallelize([(s, s) for s in range(N)], N)
-               .partitionBy(N, slice_id)
-               .mapPartitions(lambda it: [(s, make_slice(s, *bounds[s]) + (None,)) for s, _ in it],
-                              preservesPartitioning=True))
-        self._replace(rdd.persist())
-        rdd.count()
+        """Start D from make_slice(s, start, stop) -> (weights, state), run on executors."""
+        bounds, P = self.bounds, self.num_partitions
+        source = self.sc.parallelize(range(self.num_slices), self.num_slices).flatMap(
+            lambda s: _slice_records(s, *make_slice(s, *bounds[s]), P))
+        self.D = source.partitionBy(self.width, slice_id)
+        self._results, self._next = None, None
 
-    def all_gather(self):
-        """RDD with P partitions; partition p holds [(s, weights of slice s)] for every s."""
+    def per_training_partition(self, fn):
+        """RDD of fn(p, [(s, weights of slice s) for every s]) over the P training partitions."""
         P = self.num_partitions
-        return (self.W.flatMap(lambda kv: [(p, (kv[0], kv[1][0])) for p in range(P)])
-                .partitionBy(P, slice_id))
 
-    def reduce_scatter_update(self, grad_pieces, update):
-        """Sum gradient pieces per slice and apply `update` on each slice's executor.
+        def run(p, records):
+            if p >= P:  # D is wider than P when there are more slices than partitions
+                return iter(())
+            return fn(p, ((v[1], v[2]) for _, v in records if v[0] == "weights"))
 
-        grad_pieces: RDD of (s, (p, gradient piece, stats)) from the compute stage.
-        update(s, weights, state, gradient_sum, stats_list) -> (weights, state, result).
-        Runs the job; returns the per-slice results, ordered by slice.
+        return self.D.mapPartitionsWithIndex(run)
+
+    def step(self, compute, update, next_compute=None):
+        """One iteration: gradients on the current weights, and their update (left pending).
+
+        compute(p, weights) -> (pieces, stats) for training partition p, where weights
+            yields (s, weights of slice s) for every s, pieces[s] is the gradient SUM of
+            slice s (float32, or bf16 bits as uint16) and stats a small dict with the
+            partition's sample "count".
+        update(s, weights, state, gradient_sum, count) -> (weights, state, result)
+            runs on slice s's executor once the pieces of every partition are summed.
+        next_compute: the compute of the next step, when known: the driver builds its
+            stages while this step's job runs.
+
+        Runs one job: the pending update of the previous step (if it has not run
+        yet), then compute. Returns ([stats of each training partition], [result of
+        each slice] of the update that produced the weights used, or None at a start).
         """
-        N = self.num_slices
-        shuffled = grad_pieces.partitionBy(N, slice_id)
-        # Both sides hold pickled batches that read alike; with equal deserializers
-        # PySpark's union skips its extra re-serialising Python pass over the gradients.
-        shuffled._jrdd_deserializer = self.W._jrdd_deserializer
-        reduced = shuffled.union(self.W)
-        if reduced.getNumPartitions() != N:
-            raise RuntimeError("gradient pieces and weight slices are not co-partitioned; the union would shuffle")
-        results = self.sc.accumulator({}, _SliceResults())
+        pieces, reports = self._pieces(compute)
+        job = submit_map_stage(pieces)
+        ran = self._results
+        # While the job runs, the driver builds the stages that follow it.
+        self._update(pieces, update)
+        self._next = None if next_compute is None else (next_compute, self.D) + self._build_pieces(next_compute)
+        job.get()
+        return ([reports.value[p] for p in range(self.num_partitions)],
+                None if ran is None else [ran.value[s] for s in range(self.num_slices)])
 
-        def run(it):
-            pieces, current = [], None
-            for s, value in it:
-                if len(value) == 3 and isinstance(value[0], (int, np.integer)):
-                    pieces.append(value)
-                else:
-                    current = (s, value)
-            s, (weights, state, _) = current
-            pieces.sort(key=lambda v: v[0])  # fixed order: same sum on every rerun
+    def _pieces(self, compute):
+        """(RDD of the gradient pieces of `compute` on D, its stats accumulator), built ahead if it was."""
+        if self._next is not None and self._next[0] is compute and self._next[1] is self.D:
+            return self._next[2:]
+        return self._build_pieces(compute)
+
+    def _build_pieces(self, compute):
+        reports = self.sc.accumulator({}, _ByKey())
+
+        def run_compute(p, weights):
+            pieces, stats = compute(p, weights)
+            reports.add({p: stats})
+            for s, piece in enumerate(pieces):
+                yield s, ("grad", p, piece, stats["count"])
+
+        return self.per_training_partition(run_compute).partitionBy(self.width, slice_id), reports
+
+    def _update(self, pieces, update):
+        """D becomes the (lazy) all-gather of the slices after `update`."""
+        P = self.num_partitions
+        reduced = pieces.union(self.D)
+        if reduced.getNumPartitions() != self.width:
+            raise RuntimeError("gradient pieces and weight slices are not co-partitioned; the union would shuffle")
+        results = self.sc.accumulator({}, _ByKey())
+
+        def run(records):
+            grads, current = [], None
+            for _, value in records:
+                if value[0] == "grad":
+                    grads.append(value[1:])
+                elif value[0] == "state":
+                    current = value[1:]
+            if current is None:  # a partition past the last slice
+                return
+            s, weights, state = current
+            grads.sort(key=lambda g: g[0])  # fixed order: same sum on every rerun
             total = None
-            for _, piece, _ in pieces:
+            for _, piece, _ in grads:
                 g = from_bf16(piece) if piece.dtype == np.uint16 else piece
                 total = g.astype(np.float32, copy=True) if total is None else total + g
-            weights, state, result = update(s, weights, state, total, [st for _, _, st in pieces])
+            weights, state, result = update(s, weights, state, total, sum(count for _, _, count in grads))
             results.add({s: result})
-            yield s, (weights, state, None)
+            yield from _slice_records(s, weights, state, P)
 
-        new_W = reduced.mapPartitions(run, preservesPartitioning=True).persist()
-        # A JVM-side count computes and caches the slices without another Python
-        # pass over them; the small per-slice results come back in the accumulator.
-        new_W._jrdd.count()
-        self._replace(new_W)
-        return [results.value[s] for s in range(N)]
+        self.D = reduced.mapPartitions(run).partitionBy(self.width, slice_id)
+        self._results = results
 
     def foreach_slice(self, fn):
         """Run fn(s, start, stop, weights, state) on each slice's executor (checkpoints)."""
         bounds = self.bounds
-        self.W.foreach(lambda kv: fn(kv[0], *bounds[kv[0]], kv[1][0], kv[1][1]))
+
+        def run(kv):
+            if kv[1][0] == "state":
+                _, s, weights, state = kv[1]
+                fn(s, *bounds[s], weights, state)
+
+        self.D.foreach(run)
 
     def collect_weights(self):
         """The whole flat weight vector on the driver (once, at the end of training)."""
-        parts = sorted(self.W.map(lambda kv: (kv[0], kv[1][0])).collect())
+        parts = sorted(self.D.flatMap(lambda kv: [kv[1][1:3]] if kv[1][0] == "state" else []).collect())
         return np.concatenate([w for _, w in parts])
-
-    def _replace(self, rdd):
-        old, self.W = self.W, rdd
-        if old is not None:
-            old.unpersist(blocking=False)
