@@ -85,7 +85,7 @@ def test_bad_catalogues_are_refused_with_counts(spark):
 
 @pytest.fixture(scope="module")
 def clustered(spark):
-    df = synthetic_embeddings(spark, 1500, dim=16, clusters=30, noise=0.6, seed=1).cache()
+    df = synthetic_embeddings(spark, 800, dim=16, clusters=30, noise=0.6, seed=1).cache()
     exact, _ = all_pairs_topk(spark, df, k=5)
     return df, exact
 
@@ -95,7 +95,7 @@ def test_lsh_with_sign_buckets_finds_nearly_all_and_scores_them_exactly(spark, c
     # Buckets wider than the projections: each table only splits by the projection's sign, and
     # 12 tables leave almost no near pair split in all of them.
     approx, summary = lsh_topk(spark, df, k=5, bucket_length=1e3, num_hash_tables=12)
-    assert summary["items"] == 1500 and summary["pairs"] == 1500 * 5
+    assert summary["items"] == 800 and summary["pairs"] == 800 * 5
     assert recall_at_k(approx, exact) > 0.99
     joined = approx.join(exact, ["item", "rank"]).select(approx.score, exact.score.alias("s2")).toPandas()
     np.testing.assert_allclose(joined.score, joined.s2, atol=1e-5)
