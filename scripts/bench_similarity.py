@@ -75,7 +75,7 @@ def main(argv=None):
     ap.add_argument("--latency-items", type=int, default=70_000)
     ap.add_argument("--latency-dim", type=int, default=84, help="84: LeNet-5's penultimate width")
     ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--driver-memory", default="2g")
+    ap.add_argument("--driver-memory", default="6g", help="MLlib's LSH join at 1M items ran out of 2g")
     ap.add_argument("--quality", action="store_true", help="precision@k on MNIST 70k and faces instead")
     ap.add_argument("--lenet-dir", default=None, help="--quality: a trained LeNet-5 (default: train one epoch)")
     ap.add_argument("--workdir", default=None, help="folder for the Parquet files (default: a temp folder)")
@@ -111,8 +111,13 @@ def main(argv=None):
     emit(dict(bench="similarity", system="ours_exact", master=args.master, **ours))
     if args.skip_lsh:
         return
-    approx, lsh = lsh_topk(spark, path, k=args.k, num_hash_tables=args.lsh_tables, candidates=args.lsh_candidates,
-                           output_path=os.path.join(work, "lsh_topk.parquet"))
+    try:
+        approx, lsh = lsh_topk(spark, path, k=args.k, num_hash_tables=args.lsh_tables,
+                               candidates=args.lsh_candidates, output_path=os.path.join(work, "lsh_topk.parquet"))
+    except Exception as e:  # the baseline's own failure (e.g. its JVM heap) is a result to report, not hide
+        emit(dict(bench="similarity", system="mllib_brp_lsh", master=args.master, items=args.items,
+                  failed=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}", driver_memory=args.driver_memory))
+        raise SystemExit(1)
     recall = recall_at_k(approx, exact)
     emit(dict(bench="similarity", system="mllib_brp_lsh", master=args.master, recall_at_k=round(recall, 4), **lsh))
     emit(dict(bench="similarity", summary=True, items=args.items, dim=args.dim, k=args.k,
