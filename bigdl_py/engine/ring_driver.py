@@ -208,9 +208,16 @@ class RingDriver:
         while True:
             event = self.events.get(timeout=max(deadline - time.monotonic(), 0.01))
             if event[0] == "stage_done" and event[1] == self.launch:
-                if event[3] is not None:
-                    raise TrainingError(f"the ring training stage failed while stopping: {_short(event[3])}")
-                return event[2][0]
+                error = event[3]
+                if error is None:
+                    return event[2][0]
+                if not _transient(str(error)):
+                    raise TrainingError(f"the ring training stage failed while stopping: {_short(error)}")
+                # An executor lost around the stop (its failure can reach the barrier stage late):
+                # launch anew; train() replays from the last recovery checkpoint to the end.
+                self._wait_for_slots()
+                self._start_launch()
+                raise TaskFailure(f"the barrier stage failed while stopping: {_short(error)}")
             if event[0] == "hello":
                 event[3].close()
 
