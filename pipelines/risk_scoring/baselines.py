@@ -9,14 +9,15 @@ from pyspark.sql import functions as F
 FEATURES = "features_onehot"
 
 
-def mllib_estimators(num_features, hidden, seed=0):
-    """{name: unfitted estimator}; the MLP gets the network's hidden sizes (a like-for-like peer)."""
+def mllib_estimators(num_features, hidden, seed=0, quick=False):
+    """{name: unfitted estimator}; the MLP gets the network's hidden sizes (a like-for-like peer).
+    quick (tests, notebooks) cuts the boosting rounds and MLP iterations as it cuts the network's epochs."""
     common = dict(featuresCol=FEATURES, labelCol="label")
     return {
         "mllib_logistic_regression": LogisticRegression(maxIter=100, regParam=0.01, **common),
-        "mllib_gbt": GBTClassifier(maxIter=50, maxDepth=4, stepSize=0.1, seed=seed, **common),
-        "mllib_mlp": MultilayerPerceptronClassifier(layers=[num_features, *hidden, 2], maxIter=100, blockSize=128,
-                                                    seed=seed, **common),
+        "mllib_gbt": GBTClassifier(maxIter=20 if quick else 50, maxDepth=4, stepSize=0.1, seed=seed, **common),
+        "mllib_mlp": MultilayerPerceptronClassifier(layers=[num_features, *hidden, 2], maxIter=50 if quick else 100,
+                                                    blockSize=128, seed=seed, **common),
     }
 
 

@@ -87,7 +87,8 @@ def run_risk_pipeline(spark, dataset="credit_data", output_dir="output/risk_scor
         spark: a SparkSession.
         dataset: "credit_data" or "loans".
         output_dir: folder for the model, metrics, plots and scored Parquet.
-        quick: fewer epochs and a small scoring run (tests, notebook).
+        quick: fewer epochs (and boosting rounds / MLP iterations for the baselines) and a
+            small scoring run (tests, notebooks).
         seed: split, initialisation and synthetic-data seed.
         split_by: "random" (stratified 60/20/20) or "time" (loans: by issue month).
         score_rows, score_partitions: synthetic rows to batch-score (default 20,000
@@ -115,7 +116,7 @@ def run_risk_pipeline(spark, dataset="credit_data", output_dir="output/risk_scor
     seconds = {"network": nn_seconds}
 
     num_onehot = len(split["train"].first()[baselines.FEATURES])
-    for name, est in baselines.mllib_estimators(num_onehot, NETWORK[dataset]["hidden"], seed).items():
+    for name, est in baselines.mllib_estimators(num_onehot, NETWORK[dataset]["hidden"], seed, quick).items():
         fitted, seconds[name] = baselines.fit_timed(est, split["train"])
         scores[name] = _test_scores(fitted.transform(split["test"]), "probability")
     rules = df.filter(F.col("split") == "test").select(rule_score_column(dataset).alias("score"), "label").toPandas()
