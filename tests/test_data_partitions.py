@@ -72,3 +72,29 @@ def test_feature_shape_must_match_row_width(spark):
     df = spark.createDataFrame([([1.0, 2.0, 3.0], 0.0)], "features array<double>, label double")
     with pytest.raises(ValueError, match=r"feature_shape \(2, 2\) holds 4 values.*3 values per row"):
         materialize_dataframe(df, feature_shape=(2, 2))
+
+
+def test_width_is_read_from_the_schema_where_declared(spark):
+    from pyspark.ml.feature import VectorAssembler
+
+    from bigdl_py.data.partitions import feature_width
+
+    df = spark.createDataFrame([(1.0, 2.0, 3.0, 0.0)], "a double, b double, c double, label double")
+    assembled = VectorAssembler(inputCols=["a", "b", "c"], outputCol="features").transform(df)
+    assert assembled.schema["features"].metadata["ml_attr"]["num_attrs"] == 3  # what is read, no Spark job
+    assert feature_width(assembled, "features") == 3
+    assert feature_width(df, ["a", "b"]) == 2 and feature_width(df, "a") == 1
+    x, _ = all_rows(materialize_dataframe(assembled, num_partitions=1))
+    np.testing.assert_array_equal(x, [[1, 2, 3]])
+
+
+def test_rows_that_disagree_with_the_declared_vector_width_are_bad_rows(spark):
+    from pyspark.ml.linalg import Vectors
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame([(Vectors.dense([1.0, 2.0]), 0.0), (Vectors.dense([1.0, 2.0, 3.0]), 1.0)],
+                               ["features", "label"])
+    declared = df.withColumn("features", F.col("features").alias("features", metadata={
+        "ml_attr": {"num_attrs": 3}}))
+    data = materialize_dataframe(declared, num_partitions=1, policy="skip")
+    assert data.feature_shape == (3,) and data.bad["wrong_length"] == 1 and sum(data.sizes) == 1

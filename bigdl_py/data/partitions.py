@@ -251,7 +251,7 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
     if label_col is not None:
         cols.append(F.col(label_col).cast("double").alias("label"))
     data = df.select(*cols)
-    width = _feature_width(data, features_col)
+    width = feature_width(df, features_col)
     if feature_shape is not None and int(np.prod(feature_shape)) != width:
         raise ValueError(f"feature_shape {tuple(feature_shape)} holds {int(np.prod(feature_shape))} values, but "
                          f"features column {features_col!r} has {width} values per row")
@@ -291,11 +291,27 @@ def summarize_conversion(rows, run_dir, width, feature_shape, policy, has_label,
     return PartitionedData(run_dir, sizes, bad, shape, label_range)
 
 
-def _feature_width(data, features_col):
-    """Values per row, from the first non-null row (cheap: one row is read)."""
+def feature_width(df, features_col):
+    """Values per row of the features of `df`: declared where the schema says it (a list of
+    numeric columns, one number, a Spark ML vector with ML attributes, e.g. VectorAssembler's
+    output), otherwise read from the first non-null row (one small Spark job). Rows of another
+    width are still caught row by row when the data is converted."""
+    from pyspark.ml.linalg import VectorUDT
     from pyspark.sql import functions as F
+    from pyspark.sql.types import NumericType
 
-    first = data.select(F.size("features").alias("n")).where("features is not null").limit(1).collect()
+    if not isinstance(features_col, str):
+        return len(features_col)
+    field = df.schema[features_col]
+    if isinstance(field.dataType, NumericType):
+        return 1
+    attrs = field.metadata.get("ml_attr", {}) if isinstance(field.dataType, VectorUDT) else {}
+    if "num_attrs" in attrs:
+        return int(attrs["num_attrs"])
+    if "attrs" in attrs:
+        return sum(len(group) for group in attrs["attrs"].values())
+    first = (df.select(F.size(_feature_array_column(df, features_col)).alias("n"))
+             .where(F.col(features_col).isNotNull()).limit(1).collect())
     if not first:
         raise ValueError(f"features column {features_col!r}: no non-null rows")
     return int(first[0].n)

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import ArrowUDFType
 from pyspark.sql.types import DoubleType, StructField, StructType
 
-from bigdl_py.data.partitions import (BAD_FEATURE_CAUSES, _feature_array_column, _feature_width,
+from bigdl_py.data.partitions import (BAD_FEATURE_CAUSES, _feature_array_column, feature_width,
                                       arrow_feature_matrix, describe_bad_rows)
 from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams
 from bigdl_py.ml.persistence import NNPersistable
@@ -169,10 +169,9 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
         """featureShape, or (width,) probed from one row of `df` when it is not set."""
         shape = self.getFeatureShape()
         col = self.getFeaturesCol()
-        features = _feature_array_column(df, col)  # names a missing or wrongly typed column
+        _feature_array_column(df, col)  # raises naming a missing or wrongly typed column
         if shape is None:
-            shape = [len(col) if isinstance(col, list) else _feature_width(df.select(features.alias("features")),
-                                                                           col)]
+            shape = [feature_width(df, col)]
         return tuple(shape)
 
     def _check_outputs(self, df, fields):

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 # Shared with the training data path: vector/array/numeric columns -> array<float>, and its width.
-from bigdl_py.data.partitions import _feature_array_column, _feature_width
+from bigdl_py.data.partitions import _feature_array_column, feature_width
 from bigdl_py.pipelines.similarity._topk_kernel import empty_topk, merge_order, topk_update, topk_update_columns
 from bigdl_py.pipelines.similarity.blocks import (BAD_CAUSES, block_from_row, block_rows_for_budget,
                                                   partition_to_block, read_embeddings,
@@ -121,7 +121,7 @@ def all_pairs_topk(spark, embeddings, k=10, output_path=None, id_col=None, featu
     id_col = resolve_id_col(df, id_col)
     id_type = df.schema[id_col].dataType
     data = df.select(F.col(id_col).alias("id"), _feature_array_column(df, features_col).alias("features"))
-    dim = _feature_width(data, features_col)
+    dim = feature_width(df, features_col)
     n_rows = data.count()
     b = block_rows or block_rows_for_budget(memory_mb, dim)
     # At least one block per core, so that small catalogues still use every core.
