@@ -1,7 +1,8 @@
 """Make bigdl_py importable on executors that do not have it installed.
 
 On a real cluster the executors' Python may lack bigdl_py. Before training we run
-one tiny task that tries the import; if it fails, the package (with its kernels and
+one tiny task per core that tries the import (which also starts the Python workers
+and loads the package once, before anything is timed); if it fails, the package (with its kernels and
 pipelines folders mapped to bigdl_py.kernels / bigdl_py.pipelines, as installed) is
 zipped and shipped with SparkContext.addPyFile. Its dependencies (numpy, numba,
 pyarrow) must be on the executors already: the README shows `--archives` with a
@@ -52,13 +53,14 @@ def ensure_importable_on_executors(sc):
     """
     if id(sc) in _SHIPPED:
         return
-    error = sc.parallelize([0], 1).mapPartitions(_probe).collect()[0]
-    if error is not None:
+    cores = max(1, sc.defaultParallelism)
+    errors = [e for e in sc.parallelize(range(cores), cores).mapPartitions(_probe).collect() if e]
+    if errors:
         sc.addPyFile(package_zip())
-        error = sc.parallelize([0], 1).mapPartitions(_probe).collect()[0]
-        if error is not None:
+        errors = [e for e in sc.parallelize(range(cores), cores).mapPartitions(_probe).collect() if e]
+        if errors:
             raise RuntimeError(
-                f"executors cannot import bigdl_py even after shipping it ({error}); install numpy, numba and "
+                f"executors cannot import bigdl_py even after shipping it ({errors[0]}); install numpy, numba and "
                 f"pyarrow there, or submit with a packed environment: spark-submit --archives "
                 f"bigdl_env.tar.gz#env --conf spark.pyspark.python=./env/bin/python ...")
     _SHIPPED.add(id(sc))

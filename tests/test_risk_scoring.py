@@ -119,6 +119,19 @@ def test_network_reads_indices_and_numerics_from_one_vector():
         class_weights(np.zeros(5))
 
 
+def test_wide_path_is_a_linear_model_of_the_embeddings_and_numerics():
+    model = risk_network([4, 3], 5, hidden=(6,), seed=1, wide=True).eval()
+    layers = model._children
+    layers["logits"].params["weight"][:] = 0  # silence the deep path
+    layers["logits"].params["bias"][:] = 0
+    x = np.c_[np.array([[3, 0], [1, 2]], np.float32), np.random.default_rng(0).standard_normal((2, 5))]
+    x = x.astype(np.float32)
+    joined = np.c_[layers["embed_0"].params["weight"][x[:, 0].astype(int)],
+                   layers["embed_1"].params["weight"][x[:, 1].astype(int)], x[:, 2:]]
+    wide = layers["wide"].params
+    np.testing.assert_allclose(model.forward(x), joined @ wide["weight"].T + wide["bias"], rtol=1e-5, atol=1e-6)
+
+
 # ---- Spark: features, rules, scoring policy -----------------------------------------
 @pytest.fixture(scope="module")
 def scoring_model(spark, tmp_path_factory):

@@ -17,7 +17,7 @@ def embedding_dim(cardinality):
     return int(min(8, max(2, round(1.6 * cardinality ** 0.56))))
 
 
-def risk_network(cardinalities, num_numeric, hidden=(32, 16), dropout=0.0, seed=0):
+def risk_network(cardinalities, num_numeric, hidden=(32, 16), dropout=0.0, seed=0, wide=False):
     """Graph Model over a vector of len(cardinalities) indices followed by num_numeric values.
 
     Args:
@@ -26,6 +26,8 @@ def risk_network(cardinalities, num_numeric, hidden=(32, 16), dropout=0.0, seed=
         hidden: MLP widths after the concatenation.
         dropout: drop probability after the concatenation (regularises small tables).
         seed: initialisation seed.
+        wide: also a linear path from the concatenated embeddings + numerics to the logits
+            ("wide & deep"): the network then contains a logistic regression on the same inputs.
     Shape: (N, len(cardinalities) + num_numeric) -> (N, 2) logits.
     """
     if num_numeric < 1 or not cardinalities or min(cardinalities) < 1:
@@ -38,14 +40,16 @@ def risk_network(cardinalities, num_numeric, hidden=(32, 16), dropout=0.0, seed=
         idx = nn.Narrow(1, i, 1, name=f"index_{i}")(x)
         parts.append(nn.Flatten(name=f"flat_{i}")(nn.Embedding(card, embedding_dim(card), weight_init=EMBED_INIT, name=f"embed_{i}")(idx)))
     parts.append(nn.Narrow(1, k, num_numeric, name="numeric")(x))
-    h = nn.Concat(name="concat")(parts)
-    if dropout:
-        h = nn.Dropout(dropout, name="dropout")(h)
-    width = sum(embedding_dim(c) for c in cardinalities) + num_numeric
+    joined = nn.Concat(name="concat")(parts)
+    h = nn.Dropout(dropout, name="dropout")(joined) if dropout else joined
+    width = joined_width = sum(embedding_dim(c) for c in cardinalities) + num_numeric
     for j, units in enumerate(hidden):
         h = nn.ReLU(name=f"relu_{j}")(nn.Linear(width, units, name=f"dense_{j}")(h))
         width = units
-    model = nn.Model(x, nn.Linear(width, 2, name="logits")(h), name="risk_network")
+    logits = nn.Linear(width, 2, name="logits")(h)
+    if wide:
+        logits = nn.Add(name="wide_and_deep")([logits, nn.Linear(joined_width, 2, name="wide")(joined)])
+    model = nn.Model(x, logits, name="risk_network")
     rng = np.random.default_rng(seed)
     for _, m in model.named_modules():
         if m is not model and hasattr(m, "reset_parameters"):
