@@ -132,6 +132,14 @@ def test_wide_path_is_a_linear_model_of_the_embeddings_and_numerics():
     np.testing.assert_allclose(model.forward(x), joined @ wide["weight"].T + wide["bias"], rtol=1e-5, atol=1e-6)
 
 
+def test_unknown_baseline_names_fail_before_any_work(tmp_path):
+    from bigdl_py.pipelines.risk_scoring.pipeline import run_risk_pipeline
+
+    with pytest.raises(ValueError, match=r"mllib_baselines: unknown \['svm'\]"):
+        run_risk_pipeline(None, "credit_data", str(tmp_path / "out"), mllib_baselines=["mllib_gbt", "svm"])
+    assert not (tmp_path / "out").exists()
+
+
 # ---- Spark: features, rules, scoring policy -----------------------------------------
 @pytest.fixture(scope="module")
 def scoring_model(spark, tmp_path_factory):

@@ -7,6 +7,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import functions as F
 
 FEATURES = "features_onehot"
+NAMES = ("mllib_logistic_regression", "mllib_gbt", "mllib_mlp")  # the keys of mllib_estimators
 
 
 def mllib_estimators(num_features, hidden, seed=0, quick=False):
