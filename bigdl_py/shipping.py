@@ -45,6 +45,12 @@ def package_zip(path=None):
     return path
 
 
+def _import_errors(sc):
+    """Why each core's probe task could not import bigdl_py (empty: all could)."""
+    cores = max(1, sc.defaultParallelism)
+    return [e for e in sc.parallelize(range(cores), cores).mapPartitions(_probe).collect() if e]
+
+
 def ensure_importable_on_executors(sc):
     """Ship bigdl_py to the executors if a probe task cannot import it.
 
@@ -53,11 +59,10 @@ def ensure_importable_on_executors(sc):
     """
     if id(sc) in _SHIPPED:
         return
-    cores = max(1, sc.defaultParallelism)
-    errors = [e for e in sc.parallelize(range(cores), cores).mapPartitions(_probe).collect() if e]
+    errors = _import_errors(sc)
     if errors:
         sc.addPyFile(package_zip())
-        errors = [e for e in sc.parallelize(range(cores), cores).mapPartitions(_probe).collect() if e]
+        errors = _import_errors(sc)
         if errors:
             raise RuntimeError(
                 f"executors cannot import bigdl_py even after shipping it ({errors[0]}); install numpy, numba and "
