@@ -2,7 +2,9 @@
 
 `transform` appends typed columns through an iterator Arrow UDF (`arrow_udf`): only the
 feature column(s) travel to Python and only the outputs come back, the other columns
-stay in the JVM (mapInArrow would ship every column both ways). The model is broadcast
+stay in the JVM (mapInArrow would ship every column both ways). A vector column
+travels as array<float> (`vector_to_array` in the JVM): Arrow-encoding the vector
+struct itself made scoring 2.8x slower (risk network, 2M rows: 24.9 s vs 8.9 s). The model is broadcast
 as data (serving.ModelBroadcast) and built once per Python worker, the features of
 each Arrow batch become one float32 array, and the forward runs in chunks of
 `inferenceBatchSize` rows. Nothing is collected to the driver.
@@ -113,6 +115,10 @@ def _score_batches(arrays, broadcast, names, shape, batch_size, policy, columns_
         yield pa.StructArray.from_arrays(new, names=[f"_{j}" for j in range(len(new))])
 
 
+def _is_vector(df, names):
+    return len(names) == 1 and isinstance(df.schema[names[0]].dataType, VectorUDT)
+
+
 def _quoted(name):
     return F.col("`" + name.replace("`", "``") + "`")
 
@@ -191,6 +197,7 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
         broadcast = ModelBroadcast(sc, self._module)
         self._bad_rows = sc.accumulator(0)
         names = [self.getFeaturesCol()] if isinstance(self.getFeaturesCol(), str) else list(self.getFeaturesCol())
+        inputs = [_feature_array_column(df, names[0])] if _is_vector(df, names) else [_quoted(n) for n in names]
         args = (broadcast, names, shape, self.getInferenceBatchSize(), self.getBadRows(), self._columns_fn(),
                 self._bad_rows)
         out_type = StructType([StructField(f"_{j}", f.dataType, True) for j, f in enumerate(fields)])
@@ -200,7 +207,7 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
         tmp = "__bigdl_py_outputs"
         while tmp in df.columns:
             tmp += "_"
-        scored = df.withColumn(tmp, score(*[_quoted(n) for n in names]))
+        scored = df.withColumn(tmp, score(*inputs))
         return scored.select(*[_quoted(c) for c in df.columns],
                              *[_quoted(tmp)[f"_{j}"].alias(f.name) for j, f in enumerate(fields)])
 
