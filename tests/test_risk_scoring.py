@@ -155,27 +155,29 @@ def scoring_model(spark, tmp_path_factory):
     net = NNClassificationModel(model=risk_network(features.cardinalities(prep, spec),
                                                    len(features.numeric_names(spec)), seed=0))
     model_dir = str(tmp_path_factory.mktemp("risk") / "model")
-    PipelineModel(stages=[prep, features.network_assembler(spec), features.drop_intermediate(spec), net]) \
-        .write().overwrite().save(model_dir)
+    PipelineModel(stages=[*features.scoring_stages(spec, prep), net]).write().overwrite().save(model_dir)
     scoring.save_scoring_info(model_dir, spec, features.category_labels(prep, spec))
     return spec, df, prep, model_dir
 
 
 @pytest.mark.spark
-def test_feature_vector_holds_indices_then_scaled_numerics(scoring_model):
+def test_feature_array_holds_indices_then_the_scalers_numerics(scoring_model):
     from pyspark.ml.functions import vector_to_array
 
     from bigdl_py.pipelines.risk_scoring import features
 
     spec, df, prep, _ = scoring_model
-    out = features.network_assembler(spec).transform(prep.transform(df.filter("split = 'train'")))
-    x = np.array(out.select(vector_to_array("features").alias("f")).toPandas()["f"].tolist())
+    out = features.network_features(spec, prep).transform(prep.transform(df.filter("split = 'train'")))
+    pdf = out.select("features", vector_to_array("num_scaled").alias("scaled")).toPandas()
+    x = np.array(pdf["features"].tolist(), dtype=np.float64)
     cards = features.cardinalities(prep, spec)
     k = len(cards)
     assert x.shape == (2672, k + len(features.numeric_names(spec)))
     assert np.all(x[:, :k] == np.round(x[:, :k])) and np.all(x[:, :k] < np.array(cards))
-    np.testing.assert_allclose(x[:, k:].mean(axis=0), 0, atol=1e-6)
-    np.testing.assert_allclose(x[:, k:].std(axis=0, ddof=1), 1, atol=1e-6)
+    np.testing.assert_allclose(x[:, k:].mean(axis=0), 0, atol=1e-5)  # of float32 values
+    np.testing.assert_allclose(x[:, k:].std(axis=0, ddof=1), 1, atol=1e-5)
+    # The SQL expression gives the fitted StandardScaler's numbers (as float32).
+    np.testing.assert_allclose(x[:, k:], np.array(pdf["scaled"].tolist()), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.spark

@@ -109,10 +109,9 @@ def run_risk_pipeline(spark, dataset="credit_data", output_dir="output/risk_scor
     os.makedirs(output_dir, exist_ok=True)
     spec, df = data.load_dataframe(spark, dataset, seed=seed, split_by=split_by)
     train_raw = df.filter(F.col("split") == "train")
-    feats = Pipeline(stages=[features.prep_pipeline(spec), features.network_assembler(spec),
-                             *features.baseline_stages(spec)]).fit(train_raw)
+    feats = Pipeline(stages=[features.prep_pipeline(spec), *features.baseline_stages(spec)]).fit(train_raw)
     prep_model = feats.stages[0]
-    prepared = feats.transform(df).select("features", baselines.FEATURES, "label", "split").cache()
+    prepared = features.network_features(spec, prep_model).transform(feats.transform(df)).select("features", baselines.FEATURES, "label", "split").cache()
     split = {name: prepared.filter(F.col("split") == name) for name in data.SPLITS}
     train_labels = np.array([r.label for r in split["train"].select("label").collect()])
     cards = features.cardinalities(prep_model, spec)
@@ -159,8 +158,7 @@ def run_risk_pipeline(spark, dataset="credit_data", output_dir="output/risk_scor
 def _save_model(output_dir, spec, prep_model, nn_model, train_table):
     """The scoring PipelineModel (features + network) with its policy info, and the marginals."""
     model_dir = os.path.join(output_dir, "model")
-    PipelineModel(stages=[prep_model, features.network_assembler(spec), features.drop_intermediate(spec),
-                   nn_model]).write().overwrite().save(model_dir)
+    PipelineModel(stages=[*features.scoring_stages(spec, prep_model), nn_model]).write().overwrite().save(model_dir)
     scoring.save_scoring_info(model_dir, spec, features.category_labels(prep_model, spec))
     marginals = os.path.join(output_dir, "marginals.json")
     atomic_write_json(marginals, synthetic.fit_marginals(train_table, spec))
