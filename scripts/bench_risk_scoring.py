@@ -5,7 +5,13 @@ Prints JSON lines. In the same run it measures Spark's floor for the same job wi
 the model (generate the same rows and write them to Parquet), so the network's cost
 shows as a ratio whatever the machine's load:
     {"case": "floor",   "rows": ..., "rows_s": ..., "peak_executor_rss_mb": ...}
-    {"case": "network", "rows": ..., "rows_s": ..., "peak_executor_rss_mb": ..., "floor_ratio": ..., counts}
+    {"case": "network", "run": "first", "rows": ..., "rows_s": ..., "peak_executor_rss_mb": ..., "floor_ratio": ..., counts}
+    {"case": "network", "run": "second", ...}
+
+The network scores the table twice: the first run also pays the session's one-time
+start-up (Python workers importing bigdl_py, the JVM compiling the feature stages'
+code paths; ~1.4x slower than the second run here), the second is what a scoring
+service or the next batch of a job sees.
 
     scripts/bench_risk_scoring.py [--quick] [--model-dir DIR] [--rows N] [--master local[2]]
 
@@ -56,9 +62,11 @@ def main():
     floor = dict(case="floor", rows=rows, partitions=partitions, wall_s=floor_s, rows_s=rows / floor_s,
                  peak_executor_rss_mb=peak.peak_mb)
     print(json.dumps(floor), flush=True)
-    ours = score_synthetic(spark, paths, os.path.join(work, "scored.parquet"), rows, partitions, bad_fraction=0.01)
-    print(json.dumps(dict(case="network", floor_ratio=ours["rows_s"] / floor["rows_s"],
-                          target_rows_s=200_000, meets_target=ours["rows_s"] >= 200_000, **ours)), flush=True)
+    for run in ("first", "second"):
+        ours = score_synthetic(spark, paths, os.path.join(work, "scored.parquet"), rows, partitions,
+                               bad_fraction=0.01)
+        print(json.dumps(dict(case="network", run=run, floor_ratio=ours["rows_s"] / floor["rows_s"],
+                              target_rows_s=200_000, meets_target=ours["rows_s"] >= 200_000, **ours)), flush=True)
 
 
 if __name__ == "__main__":

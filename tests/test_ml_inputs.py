@@ -162,3 +162,21 @@ def test_early_stopping_bookkeeping_and_no_improvement_trigger():
     assert loss.early_stopping["mode"] == "min"
     with pytest.raises(ValueError, match="'AUC' is not among the validation metrics"):
         opt._track_best({"Loss": 1.0}, 6)
+
+
+def test_empty_output_column_names_are_not_computed(spark, module):
+    """As in Spark ML: an output column named "" is left out; all of them empty is an error."""
+    df = spark.createDataFrame([(i, X[i].tolist()) for i in range(30)], "id long, features array<double>")
+    full = NNClassificationModel(model=module)
+    only = NNClassificationModel(model=module, predictionCol="", rawPredictionCol="")
+    out = only.transform(df)
+    assert out.columns == ["id", "features", "probability"]
+    a = [r.probability.toArray() for r in full.transform(df).orderBy("id").collect()]
+    b = [r.probability.toArray() for r in out.orderBy("id").collect()]
+    np.testing.assert_array_equal(a, b)
+    raw_only = NNClassificationModel(model=module, predictionCol="", probabilityCol="")
+    assert raw_only.transform(df).columns == ["id", "features", "rawPrediction"]
+    with pytest.raises(ValueError, match="every output column name is empty"):
+        NNClassificationModel(model=module, predictionCol="", probabilityCol="", rawPredictionCol="").transform(df)
+    with pytest.raises(ValueError, match="every output column name is empty"):
+        NNModel(model=module, predictionCol="").transform(df)

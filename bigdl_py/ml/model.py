@@ -16,6 +16,7 @@ accumulator: `model.badRowCount()` after an action on the transformed DataFrame
 (it adds up over every job that computed the transform: each action, the sampling
 pass of a sort, task retries).
 """
+import functools
 import warnings
 
 import numpy as np
@@ -44,12 +45,11 @@ VECTOR_TYPE = pa.struct([pa.field("type", pa.int8(), nullable=False), pa.field("
 def dense_vectors(values, bad):
     """Arrow column of dense vectors from (n_good, k) values; rows flagged in `bad` (n,) are null."""
     n, k = len(bad), values.shape[1]
-    full = np.zeros((n, k), np.float64)
-    full[~bad] = values
+    full = _spread(np.asarray(values, np.float64), bad)
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
     flat = pa.array(full.reshape(-1))
     vals = pa.ListArray.from_arrays(offsets, flat, type=VECTOR_TYPE.field("values").type)
-    mask = pa.array(bad)
+    mask = pa.array(bad) if bad.any() else None
     return pa.StructArray.from_arrays(
         [pa.array(np.ones(n, np.int8)), pa.nulls(n, pa.int32()), pa.nulls(n, VECTOR_TYPE.field("indices").type),
          vals], fields=list(VECTOR_TYPE), mask=mask)
@@ -57,9 +57,16 @@ def dense_vectors(values, bad):
 
 def doubles(values, bad):
     """Arrow double column; rows flagged in `bad` are null."""
-    full = np.zeros(len(bad), np.float64)
+    return pa.array(_spread(np.asarray(values, np.float64), bad), mask=bad if bad.any() else None)
+
+
+def _spread(values, bad):
+    """values of the good rows at their places among len(bad) rows (zeros at bad rows)."""
+    if not bad.any():
+        return values
+    full = np.zeros((len(bad),) + values.shape[1:], values.dtype)
     full[~bad] = values
-    return pa.array(full, mask=bad)
+    return full
 
 
 def sigmoid(z):
@@ -77,16 +84,17 @@ def regression_columns(out, bad):
     return [doubles(out[:, 0], bad) if out.shape[1] == 1 else dense_vectors(out, bad)]
 
 
-def classification_columns(out, bad):
-    """prediction, probability, rawPrediction for logits (N, C) or one binary logit (N, 1)."""
+def classification_columns(out, bad, wanted=(True, True, True)):
+    """The wanted ones of prediction, probability, rawPrediction for logits (N, C) or one binary logit (N, 1)."""
     z = out.reshape(len(out), -1).astype(np.float64)
     if z.shape[1] == 1:
         p = sigmoid(z[:, 0])
         prob, raw = np.stack([1 - p, p], axis=1), np.concatenate([-z, z], axis=1)
     else:
         prob, raw = softmax(z), z
-    prediction = np.argmax(prob, axis=1).astype(np.float64)
-    return [doubles(prediction, bad), dense_vectors(prob, bad), dense_vectors(raw, bad)]
+    makers = (lambda: doubles(np.argmax(prob, axis=1).astype(np.float64), bad), lambda: dense_vectors(prob, bad),
+              lambda: dense_vectors(raw, bad))
+    return [make() for make, want in zip(makers, wanted) if want]
 
 
 def _score_batches(arrays, broadcast, names, shape, batch_size, policy, columns_fn, accumulator):
@@ -110,7 +118,7 @@ def _score_batches(arrays, broadcast, names, shape, batch_size, policy, columns_
                              + " in this partition; fix the data or set badRows='skip'")
         if bad.any():
             accumulator.add(int(bad.sum()))
-        out = predict(model, x[~bad].reshape((-1,) + tuple(shape)), batch_size)
+        out = predict(model, (x[~bad] if bad.any() else x).reshape((-1,) + tuple(shape)), batch_size)
         new = columns_fn(out, bad)
         yield pa.StructArray.from_arrays(new, names=[f"_{j}" for j in range(len(new))])
 
@@ -166,7 +174,8 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
         per_row = int(np.prod(out[0])) if len(out) == 1 else None
         if per_row is None:
             raise ValueError(f"{type(self).__name__}: the model has {len(out)} outputs; transform needs one")
-        return [StructField(self.getPredictionCol(), DoubleType() if per_row == 1 else VectorUDT())]
+        return [StructField(self.getPredictionCol(), DoubleType() if per_row == 1 else VectorUDT())][
+            :1 if self.getPredictionCol() else 0]
 
     def _columns_fn(self):
         return regression_columns
@@ -191,6 +200,8 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
             raise ValueError(f"{type(self).__name__}: no model to transform with")
         shape = self._shape_for(df)
         fields = self._output_fields(shape)
+        if not fields:
+            raise ValueError(f"{type(self).__name__}: every output column name is empty; set at least one")
         self._check_outputs(df, fields)
         sc = df.sparkSession.sparkContext
         ensure_importable_on_executors(sc)
@@ -230,6 +241,9 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
 class NNClassificationModel(NNModel, NNClassifierParams):
     """Class scores as Spark ML expects them: prediction (double), probability and rawPrediction (vectors).
 
+    As in Spark ML, an output column whose name is set to "" is not computed (e.g.
+    `setRawPredictionCol("")` when only the probability is needed).
+
     C >= 2 outputs are logits (softmax gives the probability); one output is the
     logit of class 1: probability [1 - p, p], rawPrediction [-z, z].
     """
@@ -248,10 +262,15 @@ class NNClassificationModel(NNModel, NNClassifierParams):
                   rawPredictionCol="rawPrediction", featureShape=None, inferenceBatchSize=256, badRows="error"):
         return self._set(**self._input_kwargs)
 
+    def _wanted(self):
+        return tuple(bool(name) for name in (self.getPredictionCol(), self.getProbabilityCol(),
+                                             self.getRawPredictionCol()))
+
     def _output_fields(self, shape):
-        return [StructField(self.getPredictionCol(), DoubleType()),
-                StructField(self.getProbabilityCol(), VectorUDT()),
-                StructField(self.getRawPredictionCol(), VectorUDT())]
+        fields = [StructField(self.getPredictionCol(), DoubleType()),
+                  StructField(self.getProbabilityCol(), VectorUDT()),
+                  StructField(self.getRawPredictionCol(), VectorUDT())]
+        return [f for f, want in zip(fields, self._wanted()) if want]
 
     def _columns_fn(self):
-        return classification_columns
+        return functools.partial(classification_columns, wanted=self._wanted())

@@ -46,7 +46,7 @@ def network_estimator(dataset, cardinalities, num_numeric, weights, quick=False,
                         optimizer=AdamW(weight_decay=cfg["weight_decay"]), learningRate=cfg["learning_rate"],
                         validationMetrics=["auc", "loss"], earlyStoppingMetric="auc",
                         earlyStoppingPatience=cfg["patience"], numPartitions=2, seed=seed,
-                        inferenceBatchSize=4096, sync="ring")  # ~13 iterations an epoch: Spark jobs would dominate
+                        inferenceBatchSize=16384, sync="ring")  # ~13 iterations an epoch: Spark jobs would dominate
 
 
 def _test_scores(df, col):

@@ -65,10 +65,23 @@ def issue_column(info, schema):
                for conds, flag in ((missing, 1), (unknown, 2), (wrong, 4)))
 
 
+def probability_only(model):
+    """The PipelineModel with its network stage computing the probability column alone
+    (no prediction, no rawPrediction: less to build in Python and carry back)."""
+    from pyspark.ml import PipelineModel
+
+    from bigdl_py.ml import NNClassificationModel
+
+    last = model.stages[-1]
+    if not isinstance(last, NNClassificationModel):
+        return model
+    return PipelineModel(stages=[*model.stages[:-1], last.copy({last.predictionCol: "", last.rawPredictionCol: ""})])
+
+
 def score(model, df, info, probability_col="probability"):
     """df's columns + `score` (P(bad)) + `row_issues`, lazily."""
     flagged = df.withColumn("row_issues", issue_column(info, df.schema))
-    out = model.transform(flagged)
+    out = probability_only(model).transform(flagged)
     return out.select(*[F.col(f"`{c}`") for c in df.columns],
                       vector_to_array(F.col(probability_col))[1].alias("score"), "row_issues")
 
