@@ -137,7 +137,7 @@ def risk_scoring(spark, out, args):
 
     _log("4/4 risk scoring: credit_data, network vs MLlib baselines")
     return run_risk_pipeline(spark, "credit_data", os.path.join(out, "risk_scoring"), quick=args.quick,
-                             score_rows=args.score_rows)
+                             score_rows=args.score_rows, mllib_baselines=args.mllib_baselines)
 
 
 def summary_rows(results):
@@ -196,7 +196,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--master", default=None, help="Spark master (default: the active session or local[*])")
     parser.add_argument("--output", default="output")
-    parser.add_argument("--quick", action="store_true", help="small subsets everywhere (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="small subsets everywhere, one MLlib baseline (a smoke run)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=0.05)
@@ -205,6 +205,7 @@ def parse_args(argv=None):
     args.sample_digits = 60 if args.quick else 300
     args.catalogue_rows = 3000 if args.quick else None
     args.score_rows = 20000 if args.quick else 1_000_000
+    args.mllib_baselines = ("mllib_logistic_regression",) if args.quick else None  # the smoke run: one baseline
     if args.quick:
         args.epochs = 1
     return args
