@@ -222,12 +222,15 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=1024, help="global batch of every system")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--mllib-iterations", type=int, default=20, help="L-BFGS iterations (full passes)")
+    parser.add_argument("--driver-memory", default="6g",
+                        help="the 2M-row table passes through the local driver's heap (1g ran out)")
     args = parser.parse_args(argv)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from bigdl_py.spark_session import get_or_create_session
 
-    spark = get_or_create_session(master="local[2]", app_name="bench_peers")
+    spark = get_or_create_session(master="local[2]", app_name="bench_peers",
+                                  conf={"spark.driver.memory": args.driver_memory})
     try:
         for case in args.cases:
             rows = {"mlp": args.mlp_rows or (20000 if args.quick else 2_000_000),
