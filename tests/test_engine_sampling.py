@@ -123,3 +123,18 @@ def test_local_indices_without_a_permutation_recomputes_the_same_one():
 def test_bad_arguments_raise_value_error(sizes, batch, match):
     with pytest.raises(ValueError, match=match):
         PartitionedSampler(sizes, batch)
+
+
+def test_permutation_is_kept_for_the_epoch_and_not_shipped():
+    import pickle
+
+    sampler = PartitionedSampler([50, 30], batch_size=8, seed=3)
+    first = sampler.partition_permutation(0, 1)
+    assert sampler.partition_permutation(0, 1) is first and not first.flags.writeable
+    fresh = PartitionedSampler([50, 30], batch_size=8, seed=3)
+    shipped = pickle.loads(pickle.dumps(sampler))
+    assert "_permutations" not in shipped.__dict__
+    np.testing.assert_array_equal(shipped.partition_permutation(0, 1), first)
+    sampler.partition_permutation(1, 2)  # a new epoch drops the old one
+    assert set(sampler._permutations) == {(1, 2)}
+    np.testing.assert_array_equal(sampler.partition_permutation(0, 1), fresh.partition_permutation(0, 1))
