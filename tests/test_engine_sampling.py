@@ -125,16 +125,17 @@ def test_bad_arguments_raise_value_error(sizes, batch, match):
         PartitionedSampler(sizes, batch)
 
 
-def test_permutation_is_kept_for_the_epoch_and_not_shipped():
-    import pickle
+def test_permutation_is_kept_per_process_for_the_epoch():
+    from bigdl_py.engine import sampling
 
     sampler = PartitionedSampler([50, 30], batch_size=8, seed=3)
     first = sampler.partition_permutation(0, 1)
-    assert sampler.partition_permutation(0, 1) is first and not first.flags.writeable
-    fresh = PartitionedSampler([50, 30], batch_size=8, seed=3)
-    shipped = pickle.loads(pickle.dumps(sampler))
-    assert "_permutations" not in shipped.__dict__
-    np.testing.assert_array_equal(shipped.partition_permutation(0, 1), first)
+    assert not first.flags.writeable
+    assert PartitionedSampler([50, 30], batch_size=8, seed=3).partition_permutation(0, 1) is first
+    expected = np.random.default_rng([3, 1, 0]).permutation(50)
+    np.testing.assert_array_equal(first, expected)
     sampler.partition_permutation(1, 2)  # a new epoch drops the old one
-    assert set(sampler._permutations) == {(1, 2)}
-    np.testing.assert_array_equal(sampler.partition_permutation(0, 1), fresh.partition_permutation(0, 1))
+    assert all(key[3] == 2 for key in sampling._PERMUTATIONS)
+    np.testing.assert_array_equal(sampler.partition_permutation(0, 1), expected)
+    other_seed = PartitionedSampler([50, 30], batch_size=8, seed=4).partition_permutation(0, 1)
+    assert not np.array_equal(other_seed, expected)

@@ -16,6 +16,9 @@ partition sizes visit the very same samples in every iteration.
 import numpy as np
 
 
+_PERMUTATIONS = {}  # (seed, partition, size, epoch) -> that partition's order; one epoch at a time
+
+
 class PartitionedSampler:
     """Deterministic sample order over partitions of the given sizes.
 
@@ -59,21 +62,18 @@ class PartitionedSampler:
     def partition_permutation(self, partition, epoch):
         """This epoch's order of partition p's local sample indices.
 
-        Kept for the epoch at hand: a ring worker asks for it every iteration, and
-        permuting a 1M-sample partition took ~15-140 ms, many times an MLP's step.
+        Kept per process for the epoch at hand: training asks for it every iteration
+        (ring workers, and block-manager tasks in reused Python workers), and permuting
+        a 1M-sample partition took 15-140 ms, many times an MLP's step.
         """
-        key = (int(partition), int(epoch))
-        cache = self.__dict__.setdefault("_permutations", {})
-        if key not in cache:
-            for old in [k for k in cache if k[1] != key[1]]:
-                del cache[old]
-            rng = np.random.default_rng([self.seed, key[1], key[0]])
-            cache[key] = rng.permutation(int(self.sizes[partition]))
-            cache[key].setflags(write=False)  # shared by every caller
-        return cache[key]
-
-    def __getstate__(self):  # shipped to executors without the cached permutations
-        return {k: v for k, v in self.__dict__.items() if k != "_permutations"}
+        key = (self.seed, int(partition), int(self.sizes[partition]), int(epoch))
+        if key not in _PERMUTATIONS:
+            for old in [k for k in _PERMUTATIONS if k[3] != key[3]]:
+                del _PERMUTATIONS[old]
+            rng = np.random.default_rng([self.seed, key[3], key[1]])
+            _PERMUTATIONS[key] = rng.permutation(key[2])
+            _PERMUTATIONS[key].setflags(write=False)  # shared by every caller
+        return _PERMUTATIONS[key]
 
     def local_indices(self, partition, epoch, iteration, permutation=None):
         """Local indices partition p trains on in iteration i of the epoch (maybe empty)."""
