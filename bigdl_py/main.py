@@ -196,7 +196,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--master", default=None, help="Spark master (default: the active session or local[*])")
     parser.add_argument("--output", default="output")
-    parser.add_argument("--quick", action="store_true", help="small subsets everywhere, one MLlib baseline (a smoke run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small subsets everywhere, one MLlib baseline (a smoke run)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=0.05)

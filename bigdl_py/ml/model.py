@@ -174,8 +174,9 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
         per_row = int(np.prod(out[0])) if len(out) == 1 else None
         if per_row is None:
             raise ValueError(f"{type(self).__name__}: the model has {len(out)} outputs; transform needs one")
-        return [StructField(self.getPredictionCol(), DoubleType() if per_row == 1 else VectorUDT())][
-            :1 if self.getPredictionCol() else 0]
+        if not self.getPredictionCol():
+            return []
+        return [StructField(self.getPredictionCol(), DoubleType() if per_row == 1 else VectorUDT())]
 
     def _columns_fn(self):
         return regression_columns

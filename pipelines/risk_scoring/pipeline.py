@@ -111,7 +111,8 @@ def run_risk_pipeline(spark, dataset="credit_data", output_dir="output/risk_scor
     train_raw = df.filter(F.col("split") == "train")
     feats = Pipeline(stages=[features.prep_pipeline(spec), *features.baseline_stages(spec)]).fit(train_raw)
     prep_model = feats.stages[0]
-    prepared = features.network_features(spec, prep_model).transform(feats.transform(df)).select("features", baselines.FEATURES, "label", "split").cache()
+    prepared = (features.network_features(spec, prep_model).transform(feats.transform(df))
+                .select("features", baselines.FEATURES, "label", "split").cache())
     split = {name: prepared.filter(F.col("split") == name) for name in data.SPLITS}
     train_labels = np.array([r.label for r in split["train"].select("label").collect()])
     cards = features.cardinalities(prep_model, spec)
