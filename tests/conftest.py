@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+from tests.jvm import use_c1_only
+
 # All Spark traffic stays on loopback; Python workers use this interpreter.
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -11,12 +13,8 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # One thread per kernel: tests run beside Spark workers on 2 cores.
 for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(var, "1")
-# Every JVM the tests start (sessions, spark-submit, local-cluster executors, standalone workers)
-# is young and short-lived: the C2 compiler spends most of a core on Spark's scheduler code while
-# tasks run, and its code rarely pays back before the JVM exits. C1 only (measured: a local-cluster
-# block-manager test and a spark-submit job, 126 s -> 97 s together). Tests only: `make run` and
-# users' sessions keep the JVM's default.
-os.environ.setdefault("JDK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1")
+# The tests' JVMs run C1 only (why, and the MLlib exception: tests/jvm.py).
+use_c1_only()
 
 
 @pytest.fixture(scope="session")

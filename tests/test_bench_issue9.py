@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.jvm import mllib_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "scripts")
 
@@ -18,9 +20,9 @@ def has_ring():
     return "sync" in inspect.signature(DistriOptimizer.__init__).parameters
 
 
-def run_script(name, *args, timeout=900):
+def run_script(name, *args, timeout=900, env=None):
     proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
@@ -69,7 +71,7 @@ def test_bench_peers_runs_every_system_on_the_mlp_case():
     # The MLP case only: it has every system (MLlib too); LeNet-5 runs the same functions with
     # another model, and each case costs two TorchDistributor launches (the suite's time budget).
     lines = run_script("bench_peers.py", "--cases", "mlp", "--mlp-rows", "4096", "--test-rows", "1000",
-                       "--batch", "512", "--mllib-iterations", "3", timeout=600)
+                       "--batch", "512", "--mllib-iterations", "3", timeout=600, env=mllib_env())
     by_key = {(line["model"], line["system"]): line for line in lines}
     expected = {("mlp", s) for s in ("ours-ring", "ours-blockmanager", "torch-distributor", "mllib-mlp")}
     assert set(by_key) == expected

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.jvm import mllib_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -14,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_main_job_quick_runs_every_pipeline(tmp_path):
     out = tmp_path / "output"
     proc = subprocess.run([sys.executable, "-m", "bigdl_py.main", "--quick", "--output", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, env=mllib_env())  # MLlib LR baseline
     assert proc.returncode == 0, proc.stderr[-3000:]
     for stage in ("1/4 LeNet-5", "2/4 image features", "3/4 similarity", "4/4 risk scoring", "precision@10"):
         assert stage in proc.stdout
