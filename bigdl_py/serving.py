@@ -102,7 +102,7 @@ def predict(model, x, batch_size=256):
     was_training = model.training
     model.eval()
     try:
-        outs = [model.forward(_chunk(x, lo, min(lo + batch_size, n))) for lo in range(0, n, batch_size)]
+        outs = [model.infer(_chunk(x, lo, min(lo + batch_size, n))) for lo in range(0, n, batch_size)]
     finally:
         model.train(was_training)
     if not outs:
@@ -121,7 +121,7 @@ def model_output_shapes(model, x):
     was_training = model.training
     model.eval()
     try:
-        out = model.forward(zero)
+        out = model.infer(zero)
     finally:
         model.train(was_training)
     return [o.shape[1:] for o in out] if isinstance(out, (list, tuple)) else [out.shape[1:]]

@@ -176,7 +176,7 @@ def metric_partials(model, criterion, metrics, x, y, batch_size):
         n = _rows(x)
         for lo in range(0, n, batch_size):
             idx = slice(lo, min(lo + batch_size, n))
-            out, yb = model.forward(_take(x, idx)), _take(y, idx)
+            out, yb = model.infer(_take(x, idx)), _take(y, idx)
             for j, m in enumerate(metrics):
                 if isinstance(m, Loss):
                     count = idx.stop - idx.start

@@ -51,6 +51,12 @@ class Sequential(Module):
             x = module.forward(x)
         return x
 
+    def infer(self, x):
+        self._inputs = None
+        for module in self._children.values():
+            x = module.infer(x)
+        return x
+
     def backward(self, x, grad_y):
         if self._inputs is None:
             raise ValueError(f"{self.path}: backward called before forward")

@@ -8,6 +8,8 @@ A `Model` is a Module whose children are the graph's modules; forward runs them 
 topological order, backward in reverse, summing the gradients of a node that feeds
 several consumers.
 """
+from collections import Counter
+
 import numpy as np
 
 from bigdl_py.nn.module import Module, from_config, register
@@ -157,6 +159,27 @@ class Model(Module):
                 args = [values[id(i)] for i in node.inputs]
                 values[id(node)] = node.module.forward(args if node.multi else args[0])
         self._values = values
+        outs = [values[id(n)] for n in self._output_nodes]
+        return outs[0] if self._single_output else outs
+
+    def infer(self, x):
+        """As forward, but a node's value is dropped once its last consumer has run."""
+        xs = self._check_inputs(x)
+        self._values = None
+        values = {id(n): v for n, v in zip(self._input_nodes, xs)}
+        # id(node) -> consumers still to run; a model output counts as one that never runs.
+        pending = Counter(id(i) for node in self._order if not node.is_input for i in node.inputs)
+        pending.update(id(n) for n in self._output_nodes)
+        for node in self._order:
+            if node.is_input:
+                continue
+            args = [values[id(i)] for i in node.inputs]
+            values[id(node)] = node.module.infer(args if node.multi else args[0])
+            del args
+            for i in node.inputs:
+                pending[id(i)] -= 1
+                if not pending[id(i)]:
+                    del values[id(i)]
         outs = [values[id(n)] for n in self._output_nodes]
         return outs[0] if self._single_output else outs
 

@@ -53,8 +53,24 @@ class Module:
         self.input_grad_needed = True
 
     # ---- computation -------------------------------------------------------------
+    # Attributes that forward fills for backward (cached outputs, masks, statistics).
+    saved_for_backward = ()
+
     def forward(self, x):
         raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def infer(self, x):
+        """Forward for prediction: keeps nothing for a backward pass.
+
+        A forward keeps what every layer's backward needs, i.e. all activations of the
+        batch stay alive until the next forward; infer frees each one as soon as the next
+        layer has read it, so a prediction holds a couple of activations, not all of
+        them. Containers override it; a layer clears its `saved_for_backward`.
+        """
+        y = self.forward(x)
+        for attr in self.saved_for_backward:
+            setattr(self, attr, None)
+        return y
 
     def backward(self, x, grad_y):
         raise NotImplementedError(f"{type(self).__name__}.backward")

@@ -37,7 +37,7 @@ class Extractor:
         p = self.preprocessing
         x = np.zeros((1, p.image_size, p.image_size, p.channels), np.float32)
         try:
-            feats = self.body.forward(x)
+            feats = self.body.infer(x)
         except ValueError as e:
             raise ValueError(f"model {self.name}: cannot run on {p.image_size}x{p.image_size}x{p.channels} "
                              f"images (image_size={p.image_size}): {e}") from None

@@ -149,7 +149,7 @@ class Recommender:
         if self.model is None:
             raise ValueError("this recommender has no embedding model: queries must be catalogue ids")
         x = preprocess_image(image, self.preprocess)
-        return l2_normalize(self.model.forward(x[None]).reshape(1, -1))[0]
+        return l2_normalize(self.model.infer(x[None]).reshape(1, -1))[0]
 
 
 def _read_arrays(file):

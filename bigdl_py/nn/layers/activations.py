@@ -16,6 +16,8 @@ class Activation(Module):
         x any shape (softmax-like kernels: classes on the last axis) -> y like x.
     """
 
+    saved_for_backward = ("_y",)
+
     kernel = None
 
     def __init__(self, name=None, **params):

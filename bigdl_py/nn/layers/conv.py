@@ -24,6 +24,8 @@ class Conv2d(Module):
         (KH, KW, in_channels/groups, out_channels) (HWIO), bias (out_channels,).
     """
 
+    saved_for_backward = ("_y",)
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, activation=None, weight_init="torch_default", bias_init="torch_default", name=None):
         super().__init__(name)

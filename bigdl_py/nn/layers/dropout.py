@@ -25,6 +25,8 @@ class Dropout(Module):
         x any shape -> y like x.
     """
 
+    saved_for_backward = ("_mask",)
+
     def __init__(self, p=0.5, name=None):
         super().__init__(name)
         self.config = dict(p=check_probability("p", p))

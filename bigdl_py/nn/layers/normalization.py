@@ -23,6 +23,8 @@ class BatchNorm(Module):
         x (N, C) or (N, H, W, C) -> y like x; weight, bias, running_mean, running_var (C,).
     """
 
+    saved_for_backward = ("_saved",)
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, name=None):
         super().__init__(name)
         c = check_positive_int("num_features", num_features)
@@ -88,6 +90,8 @@ class LRN(Module):
     Shape:
         x (N, H, W, C) -> y like x.
     """
+
+    saved_for_backward = ("_saved",)
 
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0, name=None):
         super().__init__(name)

@@ -33,6 +33,8 @@ class MaxPool2d(_Pool2d):
         x (N, H, W, C) -> y (N, OH, OW, C).
     """
 
+    saved_for_backward = ("_argmax",)
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, name=None):
         super().__init__(kernel_size, stride, padding, ceil_mode, name)
         self._argmax = None

@@ -12,6 +12,7 @@ from bigdl_py.nn.module import Module, register
 
 class _Recurrent(Module):
     gates = None
+    saved_for_backward = ("_cache",)
 
     def __init__(self, input_size, hidden_size, return_sequences, name):
         super().__init__(name)
