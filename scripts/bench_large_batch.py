@@ -90,7 +90,7 @@ def run(name, large, batch, epochs, data, settings):
     workers = settings["workers"] if large else 1
     opt = LocalOptimizer(model, CrossEntropyLoss(), method, x, y, batch_size=batch, end_trigger=MaxEpoch(epochs),
                          learning_rate=lr, schedule=schedule, partition_sizes=equal_partitions(len(x), workers))
-    opt.set_validation(x_test, y_test, [Top1Accuracy()]).set_progress(False)
+    opt.set_validation(x_test, y_test, [Top1Accuracy()], batch_size=SMALL_BATCH).set_progress(False)
     t = time.perf_counter()
     opt.optimize()
     accuracies = [h["Top1Accuracy"] for h in opt.history if "Top1Accuracy" in h]
