@@ -83,6 +83,40 @@ def test_time_split_follows_issue_month():
         data.get_spec("german")
 
 
+def test_fold_rotations_test_and_validate_every_row_once_stratified(credit):
+    splits = [data.assign_splits(credit, seed=3, by="fold", fold=k, folds=5)["split"] for k in range(5)]
+    assert all((sum(s == name for s in splits) == 1).all() for name in ("test", "validation"))
+    counts = splits[0].value_counts()
+    assert (counts["train"], counts["validation"], counts["test"]) == (2672, 891, 891)
+    bads = [int(credit["label"][s == "test"].sum()) for s in splits]
+    assert max(bads) - min(bads) <= 1 and sum(bads) == int(credit["label"].sum())
+    assert data.assign_splits(credit, seed=3, by="fold", fold=2)["split"].equals(splits[2])
+    assert not data.assign_splits(credit, seed=4, by="fold", fold=2)["split"].equals(splits[2])
+    for bad in (dict(fold=5, folds=5), dict(fold=0, folds=2), dict(fold=-1)):
+        with pytest.raises(ValueError, match="expected folds >= 3 and 0 <= fold < folds"):
+            data.assign_splits(credit, by="fold", **bad)
+
+
+def test_cross_validation_summary_means_and_paired_differences():
+    from bigdl_py.pipelines.risk_scoring.cross_validation import summarize_folds
+
+    net, gbt = [0.70, 0.80, 0.75], [0.72, 0.70, 0.74]
+    folds = [dict(seed=0, fold=k, rows={}, network_validation_auc=0.6 + k / 10,
+                  test_auc=dict(network=net[k], mllib_gbt=gbt[k], rules=0.5),
+                  train_s=dict(network=1.0 + k, mllib_gbt=10.0, rules=None)) for k in range(3)]
+    s = summarize_folds(folds)
+    assert s["models"]["network"]["mean_auc"] == pytest.approx(0.75)
+    assert s["models"]["network"]["sd_auc"] == pytest.approx(np.std(net, ddof=1))
+    assert s["models"]["network"]["mean_validation_auc"] == pytest.approx(0.7)
+    assert s["models"]["network"]["mean_train_s"] == pytest.approx(2.0)
+    assert s["models"]["rules"]["mean_train_s"] is None
+    diff = np.subtract(net, gbt)
+    assert s["network_minus"]["mllib_gbt"] == dict(mean=pytest.approx(diff.mean()), sd=pytest.approx(diff.std(ddof=1)),
+                                                    network_at_least_as_good=2, of=3)
+    assert s["targets"]["best_mllib_auc"] == pytest.approx(np.mean(gbt)) and s["targets"]["auc_within_margin"]
+    assert s["table"].splitlines()[1].split()[:3] == ["network", "0.7500", f"{np.std(net, ddof=1):.4f}"]
+
+
 # ---- synthetic rows -----------------------------------------------------------------
 def test_synthetic_rows_follow_the_marginals(credit):
     marginals = json.loads(json.dumps(synthetic.fit_marginals(credit, data.CREDIT_DATA)))  # JSON-able
@@ -248,6 +282,22 @@ def test_synthetic_rows_generated_on_executors_and_scored(spark, credit, scoring
     assert os.path.isdir(str(tmp_path / "s.parquet"))
     with pytest.raises(ValueError, match="rows >= 1"):
         synthetic.generate(spark, marginals, 0, 3)
+
+
+@pytest.mark.spark
+def test_cross_validation_fits_every_fold_and_tests_every_row_once(spark, tmp_path):
+    from bigdl_py.pipelines.risk_scoring.cross_validation import cross_validate
+
+    out = tmp_path / "cv.json"
+    s = cross_validate(spark, "credit_data", folds=3, quick=True, mllib_baselines=["mllib_logistic_regression"],
+                       output_path=str(out))
+    assert [(f["seed"], f["fold"]) for f in s["folds"]] == [(0, 0), (0, 1), (0, 2)]
+    assert sum(f["rows"]["test"] for f in s["folds"]) == 4454
+    assert set(s["models"]) == {"network", "mllib_logistic_regression", "rules"}
+    assert all(0.6 < f["test_auc"]["network"] < 1 and f["network_validation_auc"] > 0.6 for f in s["folds"])
+    assert json.loads(out.read_text())["models"] == s["models"]
+    with pytest.raises(ValueError, match="repeats: expected an integer >= 1"):
+        cross_validate(spark, "credit_data", repeats=0)
 
 
 @pytest.mark.spark

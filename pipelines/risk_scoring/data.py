@@ -89,14 +89,24 @@ def load_pandas(spec):
     return table.drop(columns=[spec.status_col])
 
 
-def assign_splits(table, seed=0, by="random", spec=None):
-    """A `split` column: stratified seeded 60/20/20 ("random"), or by issue month ("time").
+def assign_splits(table, seed=0, by="random", spec=None, fold=0, folds=5):
+    """A `split` column: stratified seeded 60/20/20 ("random"), by issue month ("time"),
+    or one rotation of stratified seeded cross-validation folds ("fold").
 
     Stratified so that the rare bad class has the same rate in every split (with
     ~1% bad loans a plain random split can leave the test set with a handful).
     "time" trains on the first month, validates on the second, tests on the last.
+    "fold" deals the rows into `folds` folds; fold `fold` is the test split, the next
+    one the validation split, the rest train (5 folds: 60/20/20, and the 5 rotations
+    test every row once).
     """
     out = table.copy()
+    if by == "fold":
+        if not (isinstance(folds, int) and folds >= 3 and isinstance(fold, int) and 0 <= fold < folds):
+            raise ValueError(f"split by='fold': expected folds >= 3 and 0 <= fold < folds, received fold={fold!r}, "
+                             f"folds={folds!r}")
+        out["split"] = _rotation(_stratified_folds(out["label"].to_numpy(), seed, folds), fold, folds)
+        return out
     if by == "time":
         if spec is None or spec.date_col is None:
             raise ValueError(f"split by='time': table {getattr(spec, 'name', None)!r} has no date column")
@@ -108,7 +118,7 @@ def assign_splits(table, seed=0, by="random", spec=None):
         out["split"] = months.map(dict(zip(spec.date_order, SPLITS)))
         return out
     if by != "random":
-        raise ValueError(f"split by: expected 'random' or 'time', received {by!r}")
+        raise ValueError(f"split by: expected 'random', 'time' or 'fold', received {by!r}")
     rng = np.random.default_rng(seed)
     split = np.empty(len(out), dtype=object)
     for value in (0.0, 1.0):
@@ -121,10 +131,27 @@ def assign_splits(table, seed=0, by="random", spec=None):
     return out
 
 
-def load_dataframe(spark, dataset, seed=0, split_by="random"):
-    """(spec, Spark DataFrame with feature columns, `label` and `split`)."""
+def _stratified_folds(label, seed, folds):
+    """Fold number of each row: each class shuffled (seeded), then dealt round-robin."""
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(label), dtype=np.int64)
+    for value in (0.0, 1.0):
+        rows = np.flatnonzero(label == value)
+        fold_of[rows[rng.permutation(len(rows))]] = np.arange(len(rows)) % folds
+    return fold_of
+
+
+def _rotation(fold_of, fold, folds):
+    split = np.full(len(fold_of), "train", dtype=object)
+    split[fold_of == fold] = "test"
+    split[fold_of == (fold + 1) % folds] = "validation"
+    return split
+
+
+def load_dataframe(spark, dataset, seed=0, split_by="random", fold=0, folds=5):
+    """(spec, Spark DataFrame with feature columns, `label` and `split`); see assign_splits."""
     spec = get_spec(dataset)
-    table = assign_splits(load_pandas(spec), seed=seed, by=split_by, spec=spec)
+    table = assign_splits(load_pandas(spec), seed=seed, by=split_by, spec=spec, fold=fold, folds=folds)
     if spec.date_col is not None:
         table = table.drop(columns=[spec.date_col])
     # pandas None/NaN in string columns -> Spark null; numeric NaN stays NaN, Imputer treats both as missing.

@@ -3,6 +3,7 @@
     spark-submit pipelines/risk_scoring/job.py --dataset credit_data --output DIR
     python -m bigdl_py.pipelines.risk_scoring.job --dataset loans --output DIR [--quick]
     python -m bigdl_py.pipelines.risk_scoring.job score --model DIR/model --input IN.parquet --output OUT.parquet
+    python -m bigdl_py.pipelines.risk_scoring.job cv --dataset loans --folds 5 --repeats 2 --output DIR
 
 Training prints the metrics table (network vs MLlib baselines vs rules) and a JSON
 summary; scoring prints the row counts per bad-row issue (policy in scoring.py).
@@ -14,7 +15,7 @@ import sys
 
 def _parser():
     p = argparse.ArgumentParser(prog="risk_scoring.job", description=__doc__.split("\n")[0])
-    p.add_argument("command", nargs="?", choices=("train", "score"), default="train")
+    p.add_argument("command", nargs="?", choices=("train", "score", "cv"), default="train")
     p.add_argument("--dataset", choices=("credit_data", "loans"), default="credit_data")
     p.add_argument("--output", required=True, help="train: output folder; score: output Parquet path")
     p.add_argument("--quick", action="store_true", help="few epochs and a small scoring run")
@@ -24,6 +25,8 @@ def _parser():
     p.add_argument("--score-rows", type=int, default=None, help="synthetic rows to score after training")
     p.add_argument("--model", help="score: the saved PipelineModel folder (DIR/model)")
     p.add_argument("--input", help="score: Parquet to score")
+    p.add_argument("--folds", type=int, default=5, help="cv: folds per repeat (>= 3)")
+    p.add_argument("--repeats", type=int, default=1, help="cv: fold assignments (seeds seed, seed+1, ...)")
     return p
 
 
@@ -44,6 +47,17 @@ def main(argv=None):
         summary = scoring.score_to_parquet(PipelineModel.load(args.model), spark.read.parquet(args.input), info,
                                            args.output)
         print(json.dumps(summary))
+        return summary
+    if args.command == "cv":
+        import os
+
+        from bigdl_py.pipelines.risk_scoring.cross_validation import cross_validate
+
+        os.makedirs(args.output, exist_ok=True)
+        summary = cross_validate(spark, args.dataset, args.folds, args.repeats, args.seed, args.quick,
+                                 output_path=os.path.join(args.output, "cv.json"))
+        print(summary["table"])
+        print(json.dumps(dict(targets=summary["targets"], network_minus=summary["network_minus"])))
         return summary
     from bigdl_py.pipelines.risk_scoring.pipeline import run_risk_pipeline
 

@@ -102,12 +102,48 @@ def run_risk_pipeline(spark, dataset="credit_data", output_dir="output/risk_scor
         dict with `table` (rows: network, MLlib baselines, rules), `targets`, `scoring`,
         `history` (network per epoch) and `paths`.
     """
-    wanted = baselines.NAMES if mllib_baselines is None else tuple(mllib_baselines)
+    wanted_baselines(mllib_baselines)  # fail before any work
+    spec, df = data.load_dataframe(spark, dataset, seed=seed, split_by=split_by)
+    fitted = train_and_score(spark, dataset, spec, df, quick, seed, mllib_baselines)
+    scores, seconds, nn_model = fitted["scores"], fitted["seconds"], fitted["network"]
+    os.makedirs(output_dir, exist_ok=True)
+    rows = [_row(name, *scores[name], seconds[name], probability=name != "rules") for name in scores]
+    paths = _save_model(output_dir, spec, fitted["prep_model"], nn_model, fitted["train_table"])
+    paths["roc_png"] = plots.plot_roc({k: v[0] for k, v in scores.items()}, scores["network"][1],
+                                      os.path.join(output_dir, "roc.png"), f"{dataset}: test ROC")
+    paths["calibration_png"] = plots.plot_calibration(
+        {r["model"]: r["calibration"] for r in rows if r["calibration"]},
+        os.path.join(output_dir, "calibration.png"), f"{dataset}: test calibration")
+    summary = dict(dataset=dataset, split_by=split_by, quick=quick, seed=seed, rows=fitted["rows"], table=rows,
+                   targets=targets(rows), history=nn_model.history, metrics_table=format_table(rows))
+    summary["scoring"] = score_synthetic(
+        spark, paths, os.path.join(output_dir, "scored.parquet"), score_rows or (20_000 if quick else 1_000_000),
+        score_partitions or 2 * spark.sparkContext.defaultParallelism, seed, bad_fraction=0.01)
+    paths["scored_parquet"] = summary["scoring"]["output"]
+    summary["paths"] = paths
+    atomic_write_json(os.path.join(output_dir, "metrics.json"), summary)
+    return summary
+
+
+def wanted_baselines(names):
+    """The MLlib baselines to run (None: all), checked against baselines.NAMES."""
+    wanted = baselines.NAMES if names is None else tuple(names)
     if set(wanted) - set(baselines.NAMES):
         raise ValueError(f"mllib_baselines: unknown {sorted(set(wanted) - set(baselines.NAMES))}; expected names "
                          f"among {list(baselines.NAMES)}")
-    os.makedirs(output_dir, exist_ok=True)
-    spec, df = data.load_dataframe(spark, dataset, seed=seed, split_by=split_by)
+    return wanted
+
+
+def train_and_score(spark, dataset, spec, df, quick=False, seed=0, mllib_baselines=None):
+    """Fit the features and every model on df's train split, score its test split.
+
+    df: the table with a `split` column (see data.load_dataframe). Returns a dict:
+    `scores` {model: (score, label) on the test split} for the network, the MLlib
+    baselines and the rules; `seconds` {model: fit wall time}; `network` (the fitted
+    NNModel) and its `validation_auc` (best epoch); `prep_model`; `train_table` (the raw
+    train rows, pandas); `rows` per split.
+    """
+    wanted = wanted_baselines(mllib_baselines)
     train_raw = df.filter(F.col("split") == "train")
     feats = Pipeline(stages=[features.prep_pipeline(spec), *features.baseline_stages(spec)]).fit(train_raw)
     prep_model = feats.stages[0]
@@ -137,23 +173,9 @@ def run_risk_pipeline(spark, dataset="credit_data", output_dir="output/risk_scor
     scores["rules"], seconds["rules"] = (rules["score"].to_numpy(), rules["label"].to_numpy()), None
     sizes = {s: int(split[s].count()) for s in data.SPLITS}
     prepared.unpersist()
-
-    rows = [_row(name, *scores[name], seconds[name], probability=name != "rules") for name in scores]
-    paths = _save_model(output_dir, spec, prep_model, nn_model, train_raw.toPandas())
-    paths["roc_png"] = plots.plot_roc({k: v[0] for k, v in scores.items()}, scores["network"][1],
-                                      os.path.join(output_dir, "roc.png"), f"{dataset}: test ROC")
-    paths["calibration_png"] = plots.plot_calibration(
-        {r["model"]: r["calibration"] for r in rows if r["calibration"]},
-        os.path.join(output_dir, "calibration.png"), f"{dataset}: test calibration")
-    summary = dict(dataset=dataset, split_by=split_by, quick=quick, seed=seed, rows=sizes, table=rows,
-                   targets=targets(rows), history=nn_model.history, metrics_table=format_table(rows))
-    summary["scoring"] = score_synthetic(
-        spark, paths, os.path.join(output_dir, "scored.parquet"), score_rows or (20_000 if quick else 1_000_000),
-        score_partitions or 2 * spark.sparkContext.defaultParallelism, seed, bad_fraction=0.01)
-    paths["scored_parquet"] = summary["scoring"]["output"]
-    summary["paths"] = paths
-    atomic_write_json(os.path.join(output_dir, "metrics.json"), summary)
-    return summary
+    validation_auc = max((h["val_AUC"] for h in nn_model.history if "val_AUC" in h), default=None)
+    return dict(scores=scores, seconds=seconds, network=nn_model, validation_auc=validation_auc,
+                prep_model=prep_model, train_table=train_raw.toPandas(), rows=sizes)
 
 
 def _save_model(output_dir, spec, prep_model, nn_model, train_table):
