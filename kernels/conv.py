@@ -116,8 +116,8 @@ def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1):
     return (x_shape[0], oh, ow, w_shape[3])
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
-    """y = conv(x, w) + b, optionally followed by ReLU (fused, in place).
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu=False, relu_cap=None):
+    """y = conv(x, w) + b, optionally followed by ReLU or a capped ReLU (fused, in place).
 
     Args:
         x: input activations, float32 (or float64), C-contiguous.
@@ -126,6 +126,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu
         stride, padding, dilation: int or (h, w) pair; padding is zeros.
         groups: channel groups (Cin and Cout divisible by it); groups == Cin is depthwise.
         relu: apply max(., 0) to the biased output.
+        relu_cap: with relu, also min(., relu_cap) (6: ReLU6, as in MobileNet/EfficientNet-Lite).
     Shape:
         x (N, H, W, Cin), w (KH, KW, Cin/groups, Cout) -> y (N, OH, OW, Cout).
     """
@@ -136,6 +137,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu
         check_same_dtype(x=x, b=b)
     if not isinstance(relu, (bool, np.bool_)):
         raise ValueError(f"relu: expected a bool, received {relu!r}")
+    numeric_cap = isinstance(relu_cap, (int, float, np.integer, np.floating)) and not isinstance(relu_cap, bool)
+    if relu_cap is not None and not (relu and numeric_cap and relu_cap > 0):
+        raise ValueError(f"relu_cap: expected a positive number together with relu=True, received {relu_cap!r} "
+                         f"(relu={relu!r})")
+    cap = x.dtype.type(np.inf if relu_cap is None else relu_cap)
     y = np.empty(geo.out_shape, dtype=x.dtype)
     has_bias = b is not None
     bias = b if has_bias else np.zeros(0, x.dtype)
@@ -143,12 +149,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu
         return y
     if geo.depthwise:
         _depthwise_forward(
-            x, w, bias, y, *geo.stride, *geo.padding, *geo.dilation, has_bias, bool(relu)
+            x, w, bias, y, *geo.stride, *geo.padding, *geo.dilation, has_bias, bool(relu), cap
         )
     elif geo.one_channel and not geo.pointwise:
-        _one_channel_forward(x, w, bias, y, has_bias, bool(relu))
+        _one_channel_forward(x, w, bias, y, has_bias, bool(relu), cap)
     else:
-        _gemm_conv(x, w, y, geo, bias, has_bias, bool(relu))
+        _gemm_conv(x, w, y, geo, bias, has_bias, bool(relu), cap)
     return y
 
 
@@ -197,7 +203,7 @@ def _lines_per_chunk(geo, k, itemsize):
     return max(1, _CHUNK_BYTES // (geo.ow * k * itemsize))
 
 
-def _gemm_conv(x, w, y, geo, bias, has_bias, relu):
+def _gemm_conv(x, w, y, geo, bias, has_bias, relu, cap):
     """y = conv(x, w) (+ bias, ReLU) by im2col + GEMM, written into the preallocated y."""
     n_groups = geo.groups
     k_g = geo.kh * geo.kw * (geo.cin // n_groups)
@@ -205,7 +211,7 @@ def _gemm_conv(x, w, y, geo, bias, has_bias, relu):
     y2d = y.reshape(-1, geo.cout)
     if geo.pointwise:
         _grouped_matmul(x.reshape(-1, geo.cin), w2d, y2d, n_groups)
-        _bias_relu(y2d, bias, has_bias, relu)
+        _bias_relu(y2d, bias, has_bias, relu, cap)
         return
     lines = geo.n * geo.oh
     per_chunk = _lines_per_chunk(geo, k_g * n_groups, x.itemsize)
@@ -217,7 +223,7 @@ def _gemm_conv(x, w, y, geo, bias, has_bias, relu):
         im2col(x, cols, l0, l1, *geo.window())
         y_chunk = y2d[l0 * geo.ow : l1 * geo.ow]
         _grouped_matmul(cols, w2d, y_chunk, n_groups)
-        _bias_relu(y_chunk, bias, has_bias, relu)
+        _bias_relu(y_chunk, bias, has_bias, relu, cap)
 
 
 def _grouped_matmul(a, w2d, out, n_groups):
@@ -296,8 +302,8 @@ def _grouped_matmul_nt(dy, w2d, out, n_groups):
 
 
 @njit(cache=True)
-def _bias_relu(y2d, b, has_bias, relu):
-    """y += b and/or y = max(y, 0), in place.
+def _bias_relu(y2d, b, has_bias, relu, cap):
+    """y += b and/or y = min(max(y, 0), cap), in place (cap inf: plain ReLU).
 
     Rows shorter than 64 values are processed several at a time against a tiled
     bias, so that small Cout (LeNet's 6) still gets long vector loops.
@@ -317,7 +323,7 @@ def _bias_relu(y2d, b, has_bias, relu):
         j0 = uint64(start)
         for c in range(uint64(min(block, yf.size - start))):
             v = yf[j0 + c] + tiled[c]
-            yf[j0 + c] = max(v, zero) if relu else v
+            yf[j0 + c] = min(max(v, zero), cap) if relu else v
         start += block
     return
 
@@ -353,7 +359,7 @@ def _valid_range(off, stride, size, out_size):
 
 
 @njit(cache=True)
-def _one_channel_forward(x, w, b, y, has_bias, relu):
+def _one_channel_forward(x, w, b, y, has_bias, relu, cap):
     """Stride-1 unpadded conv of a one-channel input: per output line, Cout rows of OW
     accumulators, each tap adding a shifted input row times one weight (contiguous,
     so it vectorises), then stored transposed into NHWC."""
@@ -382,11 +388,11 @@ def _one_channel_forward(x, w, b, y, has_bias, relu):
             for j in range(uow):
                 for co in range(ucout):
                     v = acc[co * uow + j]
-                    yf[line + j * ucout + co] = max(v, zero) if relu else v
+                    yf[line + j * ucout + co] = min(max(v, zero), cap) if relu else v
 
 
 @njit(cache=True)
-def _depthwise_forward(x, w, b, y, sh, sw, ph, pw, dh, dw, has_bias, relu):
+def _depthwise_forward(x, w, b, y, sh, sw, ph, pw, dh, dw, has_bias, relu, cap):
     """Direct depthwise conv, one output line at a time, vectorised over channels.
 
     Output channel co reads input channel co // multiplier.
@@ -427,7 +433,7 @@ def _depthwise_forward(x, w, b, y, sh, sw, ph, pw, dh, dw, has_bias, relu):
                                 yf[o + c * mult + m] += xv * wf[wo + c * mult + m]
             if relu:
                 for j in range(row):
-                    yf[line + j] = max(yf[line + j], zero)
+                    yf[line + j] = min(max(yf[line + j], zero), cap)
 
 
 @njit(cache=True)

@@ -82,6 +82,16 @@ def test_fused_relu_is_relu_of_biased_output(name):
     y_relu = conv2d_forward(x, w, b, **kw, relu=True)
     np.testing.assert_array_equal(y_relu, np.maximum(y, 0))
     assert (y < 0).any()  # the case exercises the clamp
+    y6 = conv2d_forward(x, w * 8, b, **kw, relu=True, relu_cap=6)
+    np.testing.assert_array_equal(y6, np.clip(conv2d_forward(x, w * 8, b, **kw), 0, 6))
+    assert (y6 == 6).any() and (y6 == 0).any()
+
+
+@pytest.mark.parametrize("cap, relu", [(0, True), (-1.0, True), ("6", True), (6, False)])
+def test_relu_cap_needs_relu_and_a_positive_number(cap, relu):
+    x, w, b, kw = make(CASES["pointwise"])
+    with pytest.raises(ValueError, match="relu_cap: expected a positive number together with relu=True"):
+        conv2d_forward(x, w, b, **kw, relu=relu, relu_cap=cap)
 
 
 @pytest.mark.parametrize("name", ["3x3_pad1", "depthwise", "pointwise", "lenet_1ch_5x5", "one_channel_3x2_pad_1x2",

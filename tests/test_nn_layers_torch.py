@@ -21,6 +21,16 @@ def conv_relu(*args, **kw):
     return torch.nn.Sequential(torch.nn.Conv2d(*args, **kw), torch.nn.ReLU())
 
 
+def conv_relu6(*args, **kw):
+    return torch.nn.Sequential(torch.nn.Conv2d(*args, **kw), torch.nn.ReLU6())
+
+
+def scaled(module, factor=8.0):
+    """Weights x factor, so that outputs pass ReLU6's cap of 6 as well as 0."""
+    module.params["weight"] *= factor
+    return module
+
+
 def randomised_bn(c, eval_mode):
     m = nn.BatchNorm(c, eps=1e-3, momentum=0.3)
     rng = np.random.default_rng(3)
@@ -50,6 +60,14 @@ CASES = {
                           activation="relu"),
         lambda: conv_relu(4, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2),
         {"weight": ("0.weight", "hwio"), "bias": ("0.bias", None)}, (2, 7, 6, 4), True, None),
+    # Fused ReLU6 on each kernel path: im2col + GEMM, depthwise, 1x1, one input channel.
+    **{f"conv_relu6_{path}": (lambda a=a, kw=kw: scaled(nn.Conv2d(*a, **kw, activation="relu6")),
+                              lambda a=a, kw=kw: conv_relu6(*a, **kw),
+                              {"weight": ("0.weight", "hwio"), "bias": ("0.bias", None)}, shape, True, None)
+       for path, a, kw, shape in [("3x3", (3, 4, 3), dict(padding=1), (2, 6, 5, 3)),
+                                  ("depthwise", (4, 4, 3), dict(stride=2, padding=1, groups=4), (2, 7, 7, 4)),
+                                  ("pointwise", (4, 6, 1), {}, (2, 5, 5, 4)),
+                                  ("one_channel", (1, 6, 5), {}, (2, 9, 9, 1))]},
     "conv_depthwise": (lambda: nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4, bias=False),
                        lambda: torch.nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4, bias=False),
                        {"weight": ("weight", "hwio")}, (2, 7, 7, 4), True, None),

@@ -113,19 +113,25 @@ _LITE0_BLOCKS = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40
 _BN = {"eps": 1e-3, "momentum": 0.01}
 
 
-def _same_conv(cin, cout, kernel, stride, groups, name, bias=False):
+def _same_conv(cin, cout, kernel, stride, groups, name, bias=False, activation=None):
     """Conv with TensorFlow "SAME" padding: [pad,] conv. Stride 2 pads (k-2)//2 top/left, the rest
     bottom/right (exact for inputs whose sizes stay even at every stride-2 stage, e.g. 224)."""
     if stride == 1:
-        return [Conv2d(cin, cout, kernel, padding=(kernel - 1) // 2, groups=groups, bias=bias, name=name)]
+        return [Conv2d(cin, cout, kernel, padding=(kernel - 1) // 2, groups=groups, bias=bias, activation=activation,
+                       name=name)]
     lo, hi = (kernel - 2) // 2, kernel - 2 - (kernel - 2) // 2
     return [ZeroPad2d((lo, hi, lo, hi), name=f"{name}_pad"),
-            Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=bias, name=name)]
+            Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=bias, activation=activation, name=name)]
 
 
-def _lite_conv_bn(bn_name, make_conv, channels, fold_bn):
-    """make_conv(bias) layers, then BatchNorm `bn_name` unless it is folded into the conv's weights and bias."""
-    return make_conv(fold_bn) if fold_bn else make_conv(False) + [BatchNorm(channels, name=bn_name, **_BN)]
+def _lite_conv_bn(bn_name, make_conv, channels, fold_bn, relu6=None):
+    """make_conv(bias, activation) layers, then BatchNorm `bn_name` and the ReLU6 layer named `relu6` (if any).
+
+    With fold_bn the BatchNorm is folded into the conv's weights and bias, and the ReLU6 is
+    fused into the conv kernel (one pass over the output less)."""
+    if fold_bn:
+        return make_conv(True, "relu6" if relu6 else None)
+    return make_conv(False, None) + [BatchNorm(channels, name=bn_name, **_BN)] + ([ReLU6(name=relu6)] if relu6 else [])
 
 
 # Which BatchNorm follows which convolution (efficientnet_lite_pytorch's names), for folding.
@@ -142,12 +148,11 @@ def _mbconv(cin, cout, kernel, stride, expand, fold_bn=False):
     mid = cin * expand
     layers = []
     if expand != 1:
-        layers += _lite_conv_bn("_bn0", lambda b: [Conv2d(cin, mid, 1, bias=b, name="_expand_conv")], mid, fold_bn)
-        layers.append(ReLU6(name="_swish0"))
-    layers += _lite_conv_bn("_bn1", lambda b: _same_conv(mid, mid, kernel, stride, mid, "_depthwise_conv", b), mid,
-                            fold_bn)
-    layers.append(ReLU6(name="_swish1"))
-    layers += _lite_conv_bn("_bn2", lambda b: [Conv2d(mid, cout, 1, bias=b, name="_project_conv")], cout, fold_bn)
+        layers += _lite_conv_bn("_bn0", lambda b, a: [Conv2d(cin, mid, 1, bias=b, activation=a, name="_expand_conv")],
+                                mid, fold_bn, relu6="_swish0")
+    layers += _lite_conv_bn("_bn1", lambda b, a: _same_conv(mid, mid, kernel, stride, mid, "_depthwise_conv", b, a),
+                            mid, fold_bn, relu6="_swish1")
+    layers += _lite_conv_bn("_bn2", lambda b, a: [Conv2d(mid, cout, 1, bias=b, name="_project_conv")], cout, fold_bn)
     if stride != 1 or cin != cout:
         return Sequential(*layers)
     x = inp = Input((None, None, cin), name="inputs")
@@ -165,9 +170,10 @@ def efficientnet_lite0(num_classes=1000, dropout=0.2, seed=None, fold_bn=False):
     `_blocks.3._depthwise_conv.weight`, `_fc.bias`, ...), so a PyTorch state dict
     imports by name (convolution weights transposed to HWIO). Stochastic depth
     (drop-connect) is not applied.
-    With `fold_bn` there are no BatchNorm layers: the convolutions have biases and
+    With `fold_bn` there are no BatchNorm or ReLU6 layers: the convolutions have biases,
     hold the folded eval-mode BatchNorms (an inference model, see
-    `fold_lite0_batchnorm`), which saves one pass over every activation.
+    `fold_lite0_batchnorm`) and apply ReLU6 in their kernel, which saves two passes over
+    most activations.
     Shape: x (N, 224, 224, 3) -> logits (N, num_classes); any size divisible by 32 works.
     """
     blocks = []
@@ -175,11 +181,11 @@ def efficientnet_lite0(num_classes=1000, dropout=0.2, seed=None, fold_bn=False):
         for r in range(repeats):
             blocks.append(_mbconv(cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand, fold_bn))
     model = Sequential(
-        *_lite_conv_bn("_bn0", lambda b: _same_conv(3, 32, 3, 2, 1, "_conv_stem", b), 32, fold_bn),
-        ReLU6(name="_stem_swish"),
+        *_lite_conv_bn("_bn0", lambda b, a: _same_conv(3, 32, 3, 2, 1, "_conv_stem", b, a), 32, fold_bn,
+                       relu6="_stem_swish"),
         Sequential(*blocks, name="_blocks"),
-        *_lite_conv_bn("_bn1", lambda b: [Conv2d(320, 1280, 1, bias=b, name="_conv_head")], 1280, fold_bn),
-        ReLU6(name="_head_swish"),
+        *_lite_conv_bn("_bn1", lambda b, a: [Conv2d(320, 1280, 1, bias=b, activation=a, name="_conv_head")], 1280,
+                       fold_bn, relu6="_head_swish"),
         GlobalAvgPool2d(name="_avg_pooling"),
         *([Dropout(dropout, name="_dropout")] if dropout else []),
         Linear(1280, num_classes, name="_fc"),

@@ -7,16 +7,20 @@ from bigdl_py.nn.layers._util import as_float, cached, fill, json_pair, make_par
 from bigdl_py.nn.module import Module, register
 
 
+_CAPS = {None: None, "relu": None, "relu6": 6.0}  # fused activation -> the kernel's relu_cap
+
+
 @register
 class Conv2d(Module):
-    """2-D convolution, optionally followed by a fused ReLU.
+    """2-D convolution, optionally followed by a fused ReLU or ReLU6.
 
     Args:
         in_channels, out_channels: channel counts, both divisible by `groups`.
         kernel_size, stride, padding, dilation: int or (h, w) pair; zero padding.
         groups: channel groups (groups == in_channels is a depthwise convolution).
         bias: learn an additive bias.
-        activation: None or "relu" (applied inside the convolution kernel).
+        activation: None, "relu" or "relu6" (applied inside the convolution kernel, which
+            saves a pass over the output).
         weight_init, bias_init: initialiser names or configs (see `bigdl_py.nn.init`);
             the default is PyTorch's U(+-1/sqrt(fan_in)) for both.
     Shape:
@@ -39,8 +43,8 @@ class Conv2d(Module):
         check_pair("stride", stride, 1)
         check_pair("padding", padding, 0)
         check_pair("dilation", dilation, 1)
-        if activation not in (None, "relu"):
-            raise ValueError(f"activation: expected None or 'relu', received {activation!r}")
+        if activation not in _CAPS:
+            raise ValueError(f"activation: expected one of {list(_CAPS)}, received {activation!r}")
         self.config = dict(in_channels=cin, out_channels=cout, kernel_size=json_pair(kernel_size),
                            stride=json_pair(stride), padding=json_pair(padding), dilation=json_pair(dilation),
                            groups=groups, bias=bool(bias), activation=activation,
@@ -64,8 +68,10 @@ class Conv2d(Module):
     def forward(self, x):
         self.check_input(x, (None, None, None, self.config["in_channels"]))
         w = self.params["weight"]
-        relu = self.config["activation"] == "relu"
-        y = kconv.conv2d_forward(as_float(x, w.dtype), w, self.params.get("bias"), relu=relu, **self._geometry())
+        activation = self.config["activation"]
+        relu = activation is not None
+        y = kconv.conv2d_forward(as_float(x, w.dtype), w, self.params.get("bias"), relu=relu,
+                                 relu_cap=_CAPS[activation], **self._geometry())
         self._y = y if relu else None
         return y
 
@@ -73,10 +79,13 @@ class Conv2d(Module):
     def backward(self, x, grad_y):
         w = self.params["weight"]
         grad_y = as_float(grad_y, w.dtype)
-        if self.config["activation"] == "relu":
+        if self.config["activation"] is not None:
             y = cached(self, self._y)
             self.check_input(grad_y, y.shape, "grad_y")
-            grad_y = kact.relu_backward(y, None, grad_y)  # the kernel wants the gradient before the fused ReLU
+            # The kernel wants the gradient before the fused activation; 0 < y (< 6) where
+            # the pre-activation was, so y stands in for it.
+            backward = kact.relu_backward if self.config["activation"] == "relu" else kact.relu6_backward
+            grad_y = backward(y, None, grad_y)
         dx, dw, db = kconv.conv2d_backward(as_float(x, w.dtype), w, grad_y, has_bias=self.config["bias"],
                                            need_dx=self.input_grad_needed, **self._geometry())
         self.grads["weight"] += dw
