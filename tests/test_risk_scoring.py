@@ -301,6 +301,23 @@ def test_cross_validation_fits_every_fold_and_tests_every_row_once(spark, tmp_pa
 
 
 @pytest.mark.spark
+def test_job_cv_command_runs_cross_validation_into_the_output_folder(spark, tmp_path, monkeypatch, capsys):
+    from bigdl_py.pipelines.risk_scoring import cross_validation, job
+
+    calls = []
+
+    def fake(spark_, dataset, folds, repeats, seed, quick, output_path):
+        calls.append((dataset, folds, repeats, seed, quick, output_path))
+        return dict(table="TABLE", targets={"auc_within_margin": True}, network_minus={})
+
+    monkeypatch.setattr(cross_validation, "cross_validate", fake)
+    job.main(["cv", "--dataset", "loans", "--folds", "4", "--repeats", "2", "--seed", "3", "--output",
+              str(tmp_path / "cv")])
+    assert calls == [("loans", 4, 2, 3, False, str(tmp_path / "cv" / "cv.json"))]
+    assert (tmp_path / "cv").is_dir() and capsys.readouterr().out.startswith("TABLE")
+
+
+@pytest.mark.spark
 @pytest.mark.slow
 def test_job_runs_under_spark_submit(scoring_model, credit, tmp_path):
     """job.py as spark-submit runs it (a plain script): the score command on generated rows."""
