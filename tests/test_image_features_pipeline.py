@@ -158,3 +158,15 @@ def test_job_runs_with_python_m_and_spark_submit(images, lenet_dir, tmp_path):
     messages = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("image features:")]
     assert out.returncode == 2, out.stderr[-3000:]
     assert messages and "bad image" in messages[-1] and "on_bad_image='error'" in messages[-1], out.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_bench_image_features_alternates_runs_and_compares_the_best_of_each():
+    from tests.test_bench_issue9 import run_script
+
+    lines = run_script("bench_image_features.py", "--images", "6", "--batch-size", "4", "--repeats", "2")
+    runs, summary = lines[:-1], lines[-1]
+    assert [(r["system"], r["repeat"]) for r in runs] == [("ours", 0), ("torch", 0), ("ours", 1), ("torch", 1)]
+    assert all(r["images"] == 6 for r in runs)
+    assert summary["images_s_ours"] == max(summary["images_s_ours_runs"]) and len(summary["images_s_torch_runs"]) == 2
+    assert summary["ratio"] == round(summary["images_s_ours"] / summary["images_s_torch"], 3)
