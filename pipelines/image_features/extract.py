@@ -123,8 +123,10 @@ def extract_features(spark, input_path, output_path, model="efficientnet-lite0",
     sc = spark.sparkContext
     ensure_importable_on_executors(sc)
     df = read_images(spark, input_path)
-    skipped = files_spark_skips(spark, df)
-    if skipped and on_bad_image == "error":
+    # Files Spark gives no row (empty ones): "error" looks before the job; "skip" only when
+    # the rows do not add up afterwards, which spares the common case a counting job.
+    skipped = files_spark_skips(spark, df) if on_bad_image == "error" else None
+    if skipped:
         path, reason = skipped[0]
         raise ValueError(f"bad image {path}: {reason} (on_bad_image='error'); {len(skipped)} such file(s)")
     body = ModelBroadcast(sc, extractor.body)
@@ -145,10 +147,14 @@ def extract_features(spark, input_path, output_path, model="efficientnet-lite0",
         for b in (body, head):
             if b is not None:
                 b.unpersist()
-    bad = sorted(dict(stats.value["bad"] + skipped).items())  # a retried task reports its files twice
+    rows = spark.read.parquet("file://" + features_dir).count()
+    undecodable = dict(stats.value["bad"])  # a retried task reports its files twice
+    if skipped is None:
+        listed = {_uri(p) for p in df.inputFiles()}
+        skipped = [] if rows + len(undecodable) == len(listed) else files_spark_skips(spark, df)
+    bad = sorted(dict(undecodable, **dict(skipped)).items())
     bad_file = os.path.join(out_dir, "bad_images.json")
     atomic_write_json(bad_file, {"count": len(bad), "files": [{"path": p, "reason": r} for p, r in bad]})
-    rows = spark.read.parquet("file://" + features_dir).count()
     wall = time.perf_counter() - start
     summary = _summary(extractor, stats.value, rows, len(bad), wall, batch_size, on_bad_image,
                        {"features": features_dir, "bad_images": bad_file,
