@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from bigdl_py.pipelines.image_features.executor import StatsParam, empty_stats, keep_freed_memory, top_k
+from bigdl_py.pipelines.image_features.executor import empty_stats, keep_freed_memory, top_k
 from bigdl_py.pipelines.image_features.extract import extract_features, read_images
 from bigdl_py.pipelines.image_features.preprocess import Preprocessing, decode
 from bigdl_py.pipelines.image_features.pretrained import LITE_MEAN, LITE_STD, weights_file
@@ -52,8 +52,17 @@ def run_ours(spark, folder, out, batch_size):
     return summary["images"], summary["wall_s"], summary["task_seconds"], summary["infer_cpu_s"]
 
 
-def _torch_predict_fn(stats):
-    """predict_batch_udf's factory: file bytes -> Pillow -> the reference model in torch."""
+TORCH_TIMES = ("decode", "preprocess", "infer", "infer_cpu")
+
+
+def _torch_predict_fn():
+    """predict_batch_udf's factory: file bytes -> Pillow -> the reference model in torch.
+
+    Each row also carries its share of the batch's step times (columns t_<step>): an
+    accumulator captured here would count only each worker's first task, because
+    predict_batch_udf caches the predict function (and the accumulator copy inside it)
+    across the tasks of a job.
+    """
 
     def make_predict_fn():
         import torch
@@ -85,11 +94,10 @@ def _torch_predict_fn(stats):
             classes, scores = top_k(logits, TOP_K)
             totals["infer"] += time.perf_counter() - t0
             totals["infer_cpu"] += time.process_time() - c0
-            totals["images"] += len(contents)
-            stats.add(totals)
+            share = {f"t_{step}": np.full(len(contents), totals[step] / len(contents)) for step in TORCH_TIMES}
             return {"width": np.array([s[0] for s in sizes], np.int32),
                     "height": np.array([s[1] for s in sizes], np.int32),
-                    "features": feats.numpy(), "top_classes": classes, "top_scores": scores}
+                    "features": feats.numpy(), "top_classes": classes, "top_scores": scores, **share}
 
         return predict
 
@@ -98,22 +106,24 @@ def _torch_predict_fn(stats):
 
 def run_torch(spark, folder, out, batch_size):
     from pyspark.ml.functions import predict_batch_udf
-    from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, StructField, StructType
 
     start = time.perf_counter()
-    stats = spark.sparkContext.accumulator(empty_stats(), StatsParam())
     return_type = StructType([StructField("width", IntegerType()), StructField("height", IntegerType()),
                               StructField("features", ArrayType(FloatType())),
                               StructField("top_classes", ArrayType(IntegerType())),
-                              StructField("top_scores", ArrayType(FloatType()))])
-    udf = predict_batch_udf(_torch_predict_fn(stats), return_type=return_type, batch_size=batch_size)
+                              StructField("top_scores", ArrayType(FloatType())),
+                              *[StructField(f"t_{step}", DoubleType()) for step in TORCH_TIMES]])
+    udf = predict_batch_udf(_torch_predict_fn(), return_type=return_type, batch_size=batch_size)
     df = read_images(spark, folder)
     result = df.select("path", udf("content").alias("r")).select("path", "r.*")
     result.write.mode("overwrite").parquet("file://" + out)
     wall = time.perf_counter() - start
-    rows = spark.read.parquet("file://" + out).count()
-    return (rows, wall, {step: round(stats.value[step], 3) for step in ("decode", "preprocess", "infer")},
-            round(stats.value["infer_cpu"], 3))
+    written = spark.read.parquet("file://" + out)
+    totals = written.agg(F.count("*").alias("rows"), *[F.sum(f"t_{step}").alias(step) for step in TORCH_TIMES]).first()
+    return (totals["rows"], wall, {step: round(totals[step], 3) for step in ("decode", "preprocess", "infer")},
+            round(totals["infer_cpu"], 3))
 
 
 def measure(name, fn, spark, root, folder, batch_size, repeat):
