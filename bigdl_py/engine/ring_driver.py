@@ -227,6 +227,7 @@ class RingDriver:
         opt = self.opt
         self.recovery = (source, step, epoch, start_iter)
         self.logged, self.lrs, self.score = step, {}, None
+        self.finished = None  # the step the end trigger fired at, once it has
         log = TrainingLog(opt.log_path)
         self._start_launch()
         session, last_key = None, None
@@ -257,6 +258,8 @@ class RingDriver:
     def _iterate(self, session, log):
         opt, sampler = self.opt, self.opt.sampler
         _, step, epoch, i = self.recovery
+        if step == self.finished:  # restarted from the checkpoint of the step training ended at
+            return
         while True:
             replay = step + 1 <= self.logged
             lr = self.lrs[step + 1] if replay else opt.lr_at(step + 1, epoch)
@@ -268,6 +271,11 @@ class RingDriver:
             epoch_finished = i == sampler.iterations_per_epoch - 1
             next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
             if replay:  # recovery: this step was logged, validated and checkpointed before the failure
+                if step == self.finished:  # the failure came after the end trigger fired at this step
+                    if opt.checkpoint:  # it may have cut that step's checkpoint short; rewriting is idempotent
+                        self._checkpoint(session, opt.checkpoint["path"], opt.meta(step, *next_pos),
+                                         keep=opt.checkpoint["keep"])
+                    return
                 epoch, i = next_pos
                 continue
             count = sum(s["count"] for s in stats)
@@ -285,6 +293,7 @@ class RingDriver:
                                                 lambda: self._validate(session))
             self.logged = step
             done = bool(opt.end_trigger(state))
+            self.finished = step if done else None
             user_ckpt = opt.checkpoint and (done or opt.checkpoint["trigger"](state))
             if user_ckpt or step % opt.lineage_every == 0:
                 root = opt.checkpoint["path"] if user_ckpt else os.path.join(opt.data.run_dir, "lineage")
