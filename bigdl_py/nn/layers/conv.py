@@ -7,7 +7,8 @@ from bigdl_py.nn.layers._util import as_float, cached, fill, json_pair, make_par
 from bigdl_py.nn.module import Module, register
 
 
-_CAPS = {None: None, "relu": None, "relu6": 6.0}  # fused activation -> the kernel's relu_cap
+# Fused activation -> (the kernel's relu_cap, the backward that maps grad_y to before it).
+_FUSED = {None: (None, None), "relu": (None, kact.relu_backward), "relu6": (6.0, kact.relu6_backward)}
 
 
 @register
@@ -43,8 +44,8 @@ class Conv2d(Module):
         check_pair("stride", stride, 1)
         check_pair("padding", padding, 0)
         check_pair("dilation", dilation, 1)
-        if activation not in _CAPS:
-            raise ValueError(f"activation: expected one of {list(_CAPS)}, received {activation!r}")
+        if activation not in _FUSED:
+            raise ValueError(f"activation: expected one of {list(_FUSED)}, received {activation!r}")
         self.config = dict(in_channels=cin, out_channels=cout, kernel_size=json_pair(kernel_size),
                            stride=json_pair(stride), padding=json_pair(padding), dilation=json_pair(dilation),
                            groups=groups, bias=bool(bias), activation=activation,
@@ -71,7 +72,7 @@ class Conv2d(Module):
         activation = self.config["activation"]
         relu = activation is not None
         y = kconv.conv2d_forward(as_float(x, w.dtype), w, self.params.get("bias"), relu=relu,
-                                 relu_cap=_CAPS[activation], **self._geometry())
+                                 relu_cap=_FUSED[activation][0], **self._geometry())
         self._y = y if relu else None
         return y
 
@@ -84,8 +85,7 @@ class Conv2d(Module):
             self.check_input(grad_y, y.shape, "grad_y")
             # The kernel wants the gradient before the fused activation; 0 < y (< 6) where
             # the pre-activation was, so y stands in for it.
-            backward = kact.relu_backward if self.config["activation"] == "relu" else kact.relu6_backward
-            grad_y = backward(y, None, grad_y)
+            grad_y = _FUSED[self.config["activation"]][1](y, None, grad_y)
         dx, dw, db = kconv.conv2d_backward(as_float(x, w.dtype), w, grad_y, has_bias=self.config["bias"],
                                            need_dx=self.input_grad_needed, **self._geometry())
         self.grads["weight"] += dw
