@@ -22,6 +22,7 @@ import numpy as np
 from bigdl_py.data.partitions import arrow_feature_matrix
 from bigdl_py.nn.io import load_model
 from bigdl_py.nn.module import Module, from_config
+from bigdl_py.worker_heap import settle_heap
 
 _MODELS = {}  # per Python worker: broadcast key -> Module in eval mode
 
@@ -105,6 +106,7 @@ def predict(model, x, batch_size=256):
         outs = [model.infer(_chunk(x, lo, min(lo + batch_size, n))) for lo in range(0, n, batch_size)]
     finally:
         model.train(was_training)
+    settle_heap(("predict", id(model)))  # in a Spark task: once its kernels are loaded
     if not outs:
         probe = model_output_shapes(model, x)
         return [np.zeros((0,) + s, np.float32) for s in probe] if len(probe) > 1 else np.zeros((0,) + probe[0],

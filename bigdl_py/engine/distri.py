@@ -32,6 +32,7 @@ from bigdl_py.shipping import ensure_importable_on_executors
 from bigdl_py.sync.blockmanager import BlockManagerAllReduce, slice_bounds, to_bf16
 from bigdl_py.sync.choice import choose_backend
 from bigdl_py.sync.ring import owner_chunks
+from bigdl_py.worker_heap import settle_heap
 
 SYNC_BACKENDS = ("blockmanager", "ring", "auto")
 _LOG = logging.getLogger("bigdl_py")
@@ -374,6 +375,7 @@ def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, it
             loss_sum = float(loss)
             model.backward(xb, grad_out)
         t3 = time.perf_counter()
+        settle_heap(run_id)  # after the first step's kernels loaded: later per-task gc.collect()s stay cheap
         stats = dict(loss_sum=loss_sum, count=len(idx), compute_s=t3 - t2, data_s=t2 - t1, assemble_s=t1 - t0)
         pieces = [grads[lo:hi] for lo, hi in bounds]
         return [to_bf16(g) for g in pieces] if compress == "bf16" else [g.copy() for g in pieces], stats
@@ -411,5 +413,6 @@ def _validate_fn(run_id, model_config, criterion_config, data, metrics, batch_si
         x, y = load_partition(run_dir, p, shape)
         yield metric_partials(model, criterion, metrics, np.asarray(x, dtype=np.float32), np.asarray(y),
                               batch_size)
+        settle_heap((run_id, "validate"))
 
     return validate
