@@ -108,7 +108,7 @@ def test_need_dx_false_skips_dx_and_keeps_dw(name):
 
 @pytest.mark.parametrize(
     "name", ["3x3_pad1", "stride_2x1_pad_0x2", "groups2_stride2", "depthwise_multiplier2",
-             "pointwise_groups2", "dilation2"]
+             "pointwise_groups2", "dilation2", "lenet_1ch_5x5"]
 )
 def test_gradients_match_float64_finite_differences(name):
     shape, khw, cout, stride, padding, dilation, groups = CASES[name]
