@@ -7,9 +7,10 @@ full collection took ~45 ms. The next task on the worker waited for it: in the
 block-manager backend that was ~50 ms before each of a step's two tasks, as long as
 LeNet-5's whole forward/backward of 512 digits.
 
-settle_heap() moves what is alive after a worker's first real task into the
-permanent generation (gc.freeze), out of every later collection. Those objects are
-still freed by reference counting; only reference cycles among them would stay.
+settle_heap() moves what is alive after a worker's first task of a run into the
+permanent generation (gc.freeze), out of every later collection. Frozen objects are
+still freed by reference counting; reference cycles among them (a model's layers
+form some) are collected when the next run settles, which unfreezes first.
 """
 import gc
 
@@ -29,5 +30,6 @@ def settle_heap(key):
     if TaskContext.get() is None:
         return
     _SETTLED.add(key)
+    gc.unfreeze()  # what an earlier run froze and has since dropped (its replica) is collectable again
     gc.collect()
     gc.freeze()
