@@ -140,10 +140,12 @@ def distributed_check(data, batch, iterations, settings, epochs):
 
 
 def model_settings(name, args):
-    """SETTINGS[name] with the command line's base batch and warm-up."""
+    """SETTINGS[name] with the command line's base batch, warm-up and base lr."""
     settings = dict(SETTINGS[name], base_batch=args.small_batch)
     if args.warmup_epochs is not None:
         settings["warmup_epochs"] = args.warmup_epochs
+    if args.large_base_lr is not None:
+        settings["large_base_lr"] = args.large_base_lr
     return settings
 
 
@@ -155,6 +157,8 @@ def main(argv=None):
     parser.add_argument("--train-rows", type=int, default=None, help="first n training digits (default all)")
     parser.add_argument("--test-rows", type=int, default=None, help="first n test digits (default all)")
     parser.add_argument("--warmup-epochs", type=float, default=None, help="override the model's warm-up")
+    parser.add_argument("--large-base-lr", type=float, default=None,
+                        help="override the recipe's base lr (at the small batch; LARS acts through lr x trust)")
     parser.add_argument("--small-batch", type=int, default=SMALL_BATCH)
     parser.add_argument("--large-batch", type=int, default=LARGE_BATCH)
     parser.add_argument("--threads", type=int, default=2, help="kernel threads of the local runs")
