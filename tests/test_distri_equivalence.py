@@ -12,7 +12,7 @@ import pytest
 from bigdl_py.engine.distri import DistriOptimizer
 from bigdl_py.engine.local import LocalOptimizer
 from bigdl_py.nn import CrossEntropyLoss, zoo
-from bigdl_py.optim import SGD, Adam, MaxIteration, Top1Accuracy
+from bigdl_py.optim import LARS, SGD, Adam, MaxIteration, Top1Accuracy, lars_exclude
 
 pytestmark = pytest.mark.spark
 
@@ -65,6 +65,18 @@ def test_mlp_distributed_equals_local(spark, sizes, optim, sync):
     # 37 divides neither the data size nor any P: uneven shares and a short last batch.
     w_local, w_distri, _ = train_both(spark, make, optim, x, y, sizes, 37, None, sync)
     assert_same_weights(w_local, w_distri, make().parameters_flat()[0])
+
+
+@pytest.mark.parametrize("sync", SYNCS)
+def test_lars_with_biases_excluded_distributed_equals_local(spark, sync):
+    """Each slice's update knows where it sits in the flat vector, so the excluded biases
+    skip the trust ratio on every executor exactly as in the local run."""
+    x, y = mlp_data()
+    make = lambda: zoo.mlp([8, 16, 3], seed=1)  # noqa: E731
+    optim = LARS(momentum=0.9, weight_decay=1e-3, trust_coefficient=0.02, exclude=lars_exclude(make()))
+    w_local, w_distri, distri = train_both(spark, make, optim, x, y, [100, 111], 37, None, sync)
+    assert_same_weights(w_local, w_distri, make().parameters_flat()[0])
+    assert distri.num_slices > 1
 
 
 @pytest.mark.slow

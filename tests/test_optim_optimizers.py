@@ -85,16 +85,16 @@ def test_matches_torch(case):
     _check_vs_torch(ours, torch_cls, kwargs, lr)
 
 
-def _lars_reference(w, grads, lrs, bounds, momentum, wd, tc, eps):
-    """LARS written from the formula per segment, float64."""
+def _lars_reference(w, grads, lrs, bounds, momentum, wd, tc, eps, excluded=()):
+    """LARS written from the formula per segment, float64; `excluded` segments: plain momentum SGD."""
     w = w.astype(np.float64)
     buf = np.zeros_like(w)
     for t, (g, lr) in enumerate(zip(grads, lrs)):
         g = g.astype(np.float64)
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
             wn, gn = np.linalg.norm(w[a:b]), np.linalg.norm(g[a:b])
             local = tc * wn / (gn + wd * wn + eps) if wn > 0 and gn > 0 else 1.0
-            d = local * (g[a:b] + wd * w[a:b])
+            d = g[a:b] if i in excluded else local * (g[a:b] + wd * w[a:b])
             buf[a:b] = d if t == 0 else momentum * buf[a:b] + d
             w[a:b] -= lr * buf[a:b]
     return w
@@ -121,6 +121,38 @@ def test_lars_matches_reference_per_segment(momentum, wd, tc):
     np.testing.assert_allclose(w, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_lars_excluded_segments_skip_trust_ratio_and_weight_decay():
+    _, _, w0 = _problem()
+    bounds = np.array([0, 5, 9, 14, N])
+    grads, lrs = _grads(N, 20), [_lr(1.0, t) for t in range(1, 21)]
+    opt, w = LARS(momentum=0.9, weight_decay=1e-3, trust_coefficient=0.01, exclude=[[5, 9], [14, N]]), w0.copy()
+    state = opt.init_state(N)
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        opt.update(w, g, state, lr, t, segments=bounds)
+    ref = _lars_reference(w0, grads, lrs, bounds, 0.9, 1e-3, 0.01, 1e-8, excluded={1, 3})
+    np.testing.assert_allclose(w, ref, rtol=1e-5, atol=1e-6)
+    assert LARS.from_config(opt.get_config()).config["exclude"] == [[5, 9], [14, N]]
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20"])
+def test_lars_exclude_lists_every_bias_and_batch_norm_parameter(name):
+    from bigdl_py.nn import zoo
+    from bigdl_py.optim import lars_exclude
+
+    model = getattr(zoo, name)(seed=0)
+    shapes = dict(model.named_parameters())
+    vectors = [[lo, hi] for n, lo, hi in model.parameter_segments() if shapes[n].ndim == 1]
+    assert lars_exclude(model) == vectors and vectors
+    names = {n for n, lo, hi in model.parameter_segments() if [lo, hi] in vectors}
+    assert all(n.endswith(".bias") or "bn" in n for n in names), names
+
+
+@pytest.mark.parametrize("exclude", [[[3]], [[5, 2]], "all", [[-1, 4]]])
+def test_lars_rejects_bad_exclude_ranges(exclude):
+    with pytest.raises(ValueError, match="exclude: expected"):
+        LARS(exclude=exclude)
+
+
 def test_lars_trust_ratio_scales_each_segment_separately():
     w, g = np.ones(6, np.float32), np.ones(6, np.float32)
     g[3:] = 100.0
@@ -142,7 +174,9 @@ def test_lars_without_trust_ratio_is_sgd():
 
 
 SHARDED = dict(CASES, lars=(LARS(weight_decay=1e-3, trust_coefficient=0.01), None, {}, 1.0),
-               lars_nesterov=(LARS(nesterov=True, trust_coefficient=0.01), None, {}, 1.0))
+               lars_nesterov=(LARS(nesterov=True, trust_coefficient=0.01), None, {}, 1.0),
+               lars_exclude=(LARS(weight_decay=1e-3, trust_coefficient=0.01, exclude=[[4, 10], [17, N]]),
+                             None, {}, 1.0))
 
 
 @pytest.mark.parametrize("case", SHARDED, ids=list(SHARDED))
@@ -158,7 +192,7 @@ def test_two_slices_equal_whole_vector(case):
         opt.update(parts[:k], g[:k], {key: v[:k] for key, v in s_parts.items()}, _lr(lr, t), t,
                    segments=segments[:3])
         opt.update(parts[k:], g[k:], {key: v[k:] for key, v in s_parts.items()}, _lr(lr, t), t,
-                   segments=segments[2:] - k)
+                   segments=segments[2:] - k, offset=k)
         # An empty shard (more shards than values) is a no-op.
         opt.update(parts[k:k], g[k:k], {key: v[k:k] for key, v in s_parts.items()}, _lr(lr, t), t,
                    segments=[0, 0])

@@ -390,7 +390,7 @@ def apply_update(optim_config, weights, total, state, count, lr, step, boundarie
         if clip_value is not None:
             np.clip(g, clip_value[0], clip_value[1], out=g)
         segs = np.array([b - lo for b in boundaries if lo <= b < hi] + [hi - lo])
-        optimizers_get(optim_config).update(weights, g, state, lr, step, segs)
+        optimizers_get(optim_config).update(weights, g, state, lr, step, segs, offset=lo)
 
 
 def _update_fn(optim_config, lr, step, boundaries, bounds, clip_value):

@@ -1,5 +1,6 @@
 """Optimizers on flat vectors, learning-rate schedules, clipping, triggers, metrics."""
-from bigdl_py.optim.optimizers import SGD, LARS, Adam, AdamW, Adagrad, RMSprop, Optimizer, optimizers_get
+from bigdl_py.optim.optimizers import (SGD, LARS, Adam, AdamW, Adagrad, RMSprop, Optimizer, lars_exclude,
+                                        optimizers_get)
 from bigdl_py.optim.schedules import (Constant, Step, MultiStep, Exponential, Poly, Cosine, Warmup,
                                       SequentialSchedule, Plateau, PlateauState, Schedule, linear_scaling_lr,
                                       schedules_get)

@@ -56,7 +56,7 @@ class Optimizer(Configurable):
         n = int(n)
         return {k: np.full(n, self._state_fill(k), dtype=dtype) for k in self._state_keys()}
 
-    def update(self, w, g, state, lr, step, segments=None):
+    def update(self, w, g, state, lr, step, segments=None, offset=0):
         """One step on a slice, in place on `w` and `state`.
 
         Args:
@@ -67,6 +67,7 @@ class Optimizer(Configurable):
             step: 1 for the first update, then 2, 3, ...
             segments: int array [0, b1, ..., len(w)] of layer boundaries in this slice;
                 only LARS uses it.
+            offset: where the slice starts in the flat vector; only LARS's `exclude` uses it.
         """
         self._check(w, g, state, lr, step)
         self._update(w, g, state, float(lr), int(step), segments)
@@ -102,13 +103,19 @@ class LARS(Optimizer):
     torch-style momentum SGD: buf = momentum * buf + (1 - dampening) * d, w -= lr * buf.
     With trust_coefficient=0 the ratio is off and this is exactly torch.optim.SGD.
 
+    `exclude`: [start, stop) ranges of the flat vector whose segments skip the trust
+    ratio and the weight decay (plain momentum SGD at the global lr): You et al.'s
+    practice for biases and BatchNorm's scale and shift, which `lars_exclude(model)`
+    lists. A BatchNorm shift starts at 0, where the ratio would pin its steps to its
+    own tiny norm for the rest of training.
+
     A segment split over two shards needs the norms of the whole segment: sum
     `segment_norms_sq` over the shards, turn them into `trust_ratios` and pass those
     to `update(..., trust_ratios=...)`.
     """
 
     def __init__(self, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0,
-                 trust_coefficient=0.001, eps=1e-8):
+                 trust_coefficient=0.001, eps=1e-8, exclude=()):
         momentum = _at_least("momentum value", momentum)
         dampening = _at_least("dampening value", dampening)
         weight_decay = _at_least("weight_decay value", weight_decay)
@@ -118,7 +125,8 @@ class LARS(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         # The math reads _hp; SGD serialises only its own subset of it as config.
         self._hp = dict(momentum=momentum, dampening=dampening, nesterov=bool(nesterov),
-                        weight_decay=weight_decay, trust_coefficient=trust_coefficient, eps=eps)
+                        weight_decay=weight_decay, trust_coefficient=trust_coefficient, eps=eps,
+                        exclude=_ranges(exclude))
         self.config = dict(self._hp)
 
     def _state_keys(self):
@@ -140,24 +148,28 @@ class LARS(Optimizer):
         ratio[ok] = c["trust_coefficient"] * w_norm[ok] / (g_norm[ok] + c["weight_decay"] * w_norm[ok] + c["eps"])
         return ratio
 
-    def update(self, w, g, state, lr, step, segments=None, trust_ratios=None):
+    def update(self, w, g, state, lr, step, segments=None, offset=0, trust_ratios=None):
         """Optimizer.update; `trust_ratios` (one per segment) replaces the slice's own norms."""
         self._check(w, g, state, lr, step)
-        self._update(w, g, state, float(lr), int(step), segments, trust_ratios)
+        self._update(w, g, state, float(lr), int(step), segments, offset, trust_ratios)
 
-    def _update(self, w, g, state, lr, step, segments, ratios=None):
+    def _update(self, w, g, state, lr, step, segments, offset=0, ratios=None):
         c = self._hp
         d = g + c["weight_decay"] * w if c["weight_decay"] != 0 else g
-        if c["trust_coefficient"] != 0:
+        if c["trust_coefficient"] != 0 or c["exclude"]:
             bounds = _segments(segments, len(w))
             if ratios is None:
-                ratios = self.trust_ratios(*self.segment_norms_sq(w, g, bounds))
+                ratios = (self.trust_ratios(*self.segment_norms_sq(w, g, bounds)) if c["trust_coefficient"] != 0
+                          else np.ones(len(bounds) - 1))
             elif len(ratios) != len(bounds) - 1:
                 raise ValueError(f"trust_ratios: expected {len(bounds) - 1} values (one per segment), "
                                  f"received {len(ratios)}")
             d = d.copy() if d is g else d
             for a, b, r in zip(bounds[:-1], bounds[1:], ratios):
-                d[a:b] *= r
+                if any(lo <= offset + a < hi for lo, hi in c["exclude"]):
+                    d[a:b] = g[a:b]
+                else:
+                    d[a:b] *= r
         if c["momentum"] != 0:
             buf = state["momentum_buffer"]
             if step == 1:
@@ -177,6 +189,24 @@ class SGD(LARS):
         super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
                          weight_decay=weight_decay, trust_coefficient=0.0)
         self.config = {k: self._hp[k] for k in ("momentum", "dampening", "nesterov", "weight_decay")}
+
+
+def _ranges(exclude):
+    """`exclude` as a list of [start, stop) integer pairs (a JSON-friendly config value)."""
+    try:
+        ranges = [[int(a), int(b)] for a, b in exclude]
+    except (TypeError, ValueError):
+        raise ValueError(f"exclude: expected [start, stop) pairs of the flat vector, received {exclude!r}") from None
+    if any(not 0 <= a < b for a, b in ranges):
+        raise ValueError(f"exclude: expected 0 <= start < stop in every pair, received {exclude!r}")
+    return ranges
+
+
+def lars_exclude(model):
+    """[start, stop) of every parameter with at most one dimension (biases, BatchNorm's
+    scale and shift): the segments LARS's usual practice leaves out of the trust ratio."""
+    shapes = dict(model.named_parameters())
+    return [[lo, hi] for name, lo, hi in model.parameter_segments() if shapes[name].ndim <= 1]
 
 
 def _segments(segments, n):

@@ -23,7 +23,7 @@ class Recipe(typing.NamedTuple):
 
 def large_batch_recipe(batch_size, base_lr, steps_per_epoch, epochs, base_batch=256, warmup_epochs=1.0,
                        momentum=0.9, trust_coefficient=0.001, weight_decay=5e-4, decay="poly", power=2.0,
-                       start_factor=None):
+                       start_factor=None, exclude=()):
     """LARS + linear lr scaling + gradual warm-up, then a decay to 0 at the last step.
 
     Args:
@@ -37,6 +37,8 @@ def large_batch_recipe(batch_size, base_lr, steps_per_epoch, epochs, base_batch=
         power: exponent of the poly decay.
         start_factor: fraction of the scaled lr at step 1; default base_batch / batch_size,
             so the ramp starts at the small-batch lr (Goyal et al.).
+        exclude: flat-vector ranges that skip LARS's trust ratio and weight decay;
+            `lars_exclude(model)` gives a model's biases and BatchNorm parameters.
 
     Returns:
         Recipe(optim_method, learning_rate, schedule), to pass as keyword arguments:
@@ -63,5 +65,6 @@ def large_batch_recipe(batch_size, base_lr, steps_per_epoch, epochs, base_batch=
     else:
         factor = min(1.0, base_batch / batch_size) if start_factor is None else start_factor
         schedule = Warmup(warmup, then=then, start_factor=factor)
-    optimizer = LARS(momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient)
+    optimizer = LARS(momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
+                     exclude=exclude)
     return Recipe(optimizer, lr, schedule)
