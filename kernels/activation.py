@@ -66,6 +66,24 @@ def relu_inplace(x):
     return x
 
 
+@njit(cache=True)
+def _add_relu_fwd(a, b, y):
+    for i in range(a.size):
+        v = a[i] + b[i]
+        y[i] = 0 if v <= 0 else v
+
+
+def add_relu(a, b):
+    """max(a + b, 0) in one pass (a residual block's end); y like a. Its backward is
+    relu_backward(y, None, grad_y): y > 0 exactly where a + b > 0."""
+    a, y = _forward_arrays(a)
+    check_array("b", b)
+    check_shape("b", b, a.shape)
+    check_same_dtype(a=a, b=b)
+    _add_relu_fwd(a.reshape(-1), b.reshape(-1), y.reshape(-1))
+    return y
+
+
 def relu_backward(x, y, grad_y):
     """grad_y where x > 0, else 0 (y unused)."""
     dx = _backward_arrays(grad_y, x=x)

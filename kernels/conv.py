@@ -1,6 +1,6 @@
 """2-D convolution on NHWC activations with HWIO weights, forward and backward.
 
-Three paths, chosen from the shapes:
+Four paths, chosen from the shapes:
 - 1x1, stride 1, no padding: the input viewed as (N*H*W, Cin) is already the
   im2col matrix, so the convolution is one GEMM per group with no copy.
 - depthwise (every group has one input channel): a direct numba loop vectorised
@@ -8,10 +8,12 @@ Three paths, chosen from the shapes:
 - one input channel, stride 1, no padding (a first layer on grey images): a direct
   loop vectorised along the output line for the forward; as a GEMM it has N = Cout
   (6 in LeNet-5), a shape BLAS runs slowly (LeNet-5's conv1: 2.5 vs 4.0 ms at batch
-  128). Its backward stays im2col + GEMM (a direct loop measured no faster).
+  128). Its weight gradient is a direct loop over the same whole-image spans.
 - everything else: im2col + GEMM (y = cols @ w2d; backward dw = cols.T @ dy and
   dcols = dy @ w2d.T scattered back by col2im), in chunks of output lines small
-  enough that the column buffer is still in cache when the GEMM reads it.
+  enough that the column buffer is still in cache when the GEMM reads it. With
+  stride 1 and one group, dx is instead the forward conv of grad_y with the flipped
+  weight (`_flipped`): a gather and a better-shaped GEMM in place of the scatter.
 Groups run one GEMM per group on strided column blocks. The column buffers are
 per-thread scratch arrays reused across calls; arrays returned to callers are
 always fresh.
@@ -74,6 +76,9 @@ class _Geometry:
         self.pointwise = (self.kh, self.kw, self.stride, self.padding) == (1, 1, (1, 1), (0, 0))
         self.depthwise = cin_g == 1 and g > 1
         self.one_channel = (self.cin, g, self.stride, self.padding, self.dilation) == (1, 1, (1, 1), (0, 0), (1, 1))
+        # Padding of the stride-1 conv of grad_y that gives dx; None where that does not apply.
+        full = tuple(d * (k - 1) - p for k, d, p in zip((self.kh, self.kw), self.dilation, self.padding))
+        self.dx_padding = full if self.stride == (1, 1) and g == 1 and min(full) >= 0 and not self.pointwise else None
 
     @property
     def out_shape(self):
@@ -179,7 +184,8 @@ def conv2d_backward(
     db = _column_sums(dy2d) if has_bias else None
     dx = None
     if need_dx:  # the col2im and depthwise paths accumulate into dx
-        dx = np.empty_like(x) if geo.pointwise and not geo.depthwise else np.zeros_like(x)
+        overwrites = (geo.pointwise and not geo.depthwise) or geo.dx_padding is not None
+        dx = np.empty_like(x) if overwrites else np.zeros_like(x)
     dw = np.zeros_like(w)
     if grad_y.size == 0:
         return dx, dw, db
@@ -188,13 +194,24 @@ def conv2d_backward(
             x, w, grad_y, dx if need_dx else np.zeros((0, 0, 0, 0), x.dtype), dw,
             *geo.stride, *geo.padding, *geo.dilation, need_dx,
         )
-    elif geo.one_channel and not geo.pointwise:
-        _one_channel_weight_grad(x, grad_y, dw)
-        if need_dx:  # rare: a one-channel input that is not the model's input (its dw is recomputed)
-            _gemm_conv_backward(x, w, grad_y, dx, np.empty_like(w), geo)
     else:
-        _gemm_conv_backward(x, w, grad_y, dx, dw, geo)
+        if geo.one_channel and not geo.pointwise:
+            _one_channel_weight_grad(x, grad_y, dw)
+        else:
+            _gemm_conv_backward(x, w, grad_y, dx if geo.dx_padding is None else None, dw, geo)
+        if need_dx and geo.dx_padding is not None:
+            w_t = _flipped(w)
+            _gemm_conv(grad_y, w_t, dx, _Geometry(grad_y, w_t, 1, geo.dx_padding, geo.dilation, 1),
+                       np.zeros(0, x.dtype), False, False, x.dtype.type(np.inf))
     return dx, dw, db
+
+
+def _flipped(w):
+    """The weight of the convolution that maps grad_y to dx (stride 1): kernel rotated by
+    180 degrees, input and output channels swapped. That conv gathers with im2col, where
+    col2im would scatter-add, and its GEMM has K = KH*KW*Cout instead of K = Cout:
+    ResNet-20's stride-1 backward 10-15% faster (stage 1, batch 64: 5.9 -> 5.5 ms for dx)."""
+    return np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
 
 
 def _group_blocks(cols, g, n_groups):

@@ -74,6 +74,41 @@ def test_batchnorm_eval_matches_torch_and_leaves_running_stats(shape):
     np.testing.assert_allclose(dbeta, dbt, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_with_fused_relu_matches_torch_batchnorm_then_relu(training):
+    shape = (4, 5, 3, 6)
+    x, gamma, beta, rm, rv = bn_inputs(shape)
+    grad_y = projection(shape, seed=1).astype(np.float32)
+    ts = [torch.tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+    yt = channels_last(F.relu(F.batch_norm(channels_first(ts[0]), torch.tensor(rm), torch.tensor(rv), ts[1], ts[2],
+                                           training)))
+    yt.backward(torch.tensor(grad_y))
+    if training:
+        y, mean, invstd = norm.batchnorm_forward_train(x, gamma, beta, rm.copy(), rv.copy(), relu=True)
+    else:
+        y = norm.batchnorm_forward_eval(x, gamma, beta, rm, rv, relu=True)
+        mean, invstd = rm, (1 / np.sqrt(rv.astype(np.float64) + 1e-5)).astype(np.float32)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+    assert 0.05 < np.mean(y == 0) < 0.95  # both sides of the kink are exercised
+    dx, dgamma, dbeta = norm.batchnorm_backward(x, gamma, grad_y, mean, invstd, training=training, y=y)
+    for ours, theirs in zip((dx, dgamma, dbeta), ts):
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_fused_relu_backward_matches_finite_differences():
+    x, gamma, beta, _, _ = bn_inputs((2, 3, 2, 3), seed=2, dtype=np.float64)
+    r = projection(x.shape)
+    y, mean, invstd = norm.batchnorm_forward_train(x, gamma, beta, None, None, relu=True)
+    dx, dgamma, dbeta = norm.batchnorm_backward(x, gamma, r, mean, invstd, y=y)
+    for got, wrt in ((dx, "x"), (dgamma, "gamma"), (dbeta, "beta")):
+        def loss(v, wrt=wrt):
+            args = dict(dict(x=x, gamma=gamma, beta=beta), **{wrt: v})
+            return np.sum(r * norm.batchnorm_forward_train(args["x"], args["gamma"], args["beta"], None, None,
+                                                           relu=True)[0])
+        np.testing.assert_allclose(got, numeric_grad(loss, dict(x=x, gamma=gamma, beta=beta)[wrt]),
+                                   rtol=1e-5, atol=1e-7)
+
+
 def test_batchnorm_without_affine_or_running_stats_matches_torch():
     x = bn_inputs((3, 2, 2, 4))[0]
     y, _, _ = norm.batchnorm_forward_train(x, None, None, None, None)
@@ -163,6 +198,8 @@ X, C3 = np.zeros((2, 3), np.float32), np.ones(3, np.float32)
     (lambda: norm.batchnorm_forward_eval(X, C3, C3, None, C3), "running_mean"),
     (lambda: norm.batchnorm_backward(X, C3, X[:1], C3, C3), "grad_y"),
     (lambda: norm.batchnorm_backward(X, C3, X, C3, C3[:2]), "save_invstd"),
+    (lambda: norm.batchnorm_backward(X, C3, X, C3, C3, y=X[:1]), "y"),
+    (lambda: norm.batchnorm_forward_train(X, C3, C3, C3, C3, relu="yes"), "relu"),
     (lambda: norm.lrn_forward(X, size=0), "size"),
     (lambda: norm.lrn_forward(X, k=0.0), "k"),
     (lambda: norm.lrn_forward(X[0]), "x"),

@@ -68,6 +68,25 @@ def test_multi_input_output_graph_matches_finite_differences():
                                    err_msg=name)
 
 
+def test_add_with_fused_relu_of_three_inputs_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((3, 4)) for _ in range(3)]
+    add = Add(activation="relu")
+    y = add.forward(xs)
+    np.testing.assert_array_equal(y, np.maximum(xs[0] + xs[1] + xs[2], 0))
+    r = rng.standard_normal(y.shape)
+    grads = add.backward(xs, r)
+    for i in range(3):
+        def loss(v, i=i):
+            return float(np.sum(r * Add(activation="relu").forward(xs[:i] + [v] + xs[i + 1:])))
+        np.testing.assert_allclose(grads[i], numeric_grad(loss, xs[i], eps=1e-6), rtol=1e-6, atol=1e-8)
+    assert Add.from_config(add.get_config()["config"]).config == {"activation": "relu"}
+    with pytest.raises(ValueError, match="backward called before forward"):
+        Add(activation="relu").backward(xs, r)
+    with pytest.raises(ValueError, match="activation: expected None or 'relu'"):
+        Add(activation="tanh")
+
+
 def test_custom_module_node_used_twice_by_one_layer():
     x = Input((2,))
     s = _Scale(2)(x)
@@ -78,7 +97,7 @@ def test_custom_module_node_used_twice_by_one_layer():
     np.testing.assert_allclose(g, numeric_grad(lambda u: float(model.forward(u).sum()), v, eps=1e-6), rtol=1e-6)
 
 
-def residual_pair(c=4, seed=0):
+def residual_pair(c=4, seed=0, fused=False):
     torch.manual_seed(seed)
     conv1, conv2 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False), torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
     bn1, bn2 = torch.nn.BatchNorm2d(c), torch.nn.BatchNorm2d(c)
@@ -92,9 +111,10 @@ def residual_pair(c=4, seed=0):
 
     x = Input((None, None, c))
     y = nn.Conv2d(c, c, 3, padding=1, bias=False, name="conv1")(x)
-    y = nn.ReLU()(nn.BatchNorm(c, name="bn1")(y))
+    # fused: the ReLUs inside the BatchNorm and Add kernels, as in zoo.resnet20
+    y = nn.BatchNorm(c, activation="relu", name="bn1")(y) if fused else nn.ReLU()(nn.BatchNorm(c, name="bn1")(y))
     y = nn.BatchNorm(c, name="bn2")(nn.Conv2d(c, c, 3, padding=1, bias=False, name="conv2")(y))
-    model = Model(x, nn.ReLU()(Add()([y, x])))
+    model = Model(x, Add(activation="relu")([y, x]) if fused else nn.ReLU()(Add()([y, x])))
     state = {"conv1.weight": torch_conv_weight(conv1.weight), "conv2.weight": torch_conv_weight(conv2.weight)}
     for name, bn in (("bn1", bn1), ("bn2", bn2)):
         state.update({f"{name}.{k}": v.detach().numpy().copy() for k, v in bn.state_dict().items()
@@ -105,9 +125,10 @@ def residual_pair(c=4, seed=0):
     return model, ref, torch_params, (bn1, bn2)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["relu-layers", "relu-fused"])
 @pytest.mark.parametrize("training", [True, False])
-def test_residual_block_matches_torch(training):
-    model, ref, torch_params, bns = residual_pair()
+def test_residual_block_matches_torch(training, fused):
+    model, ref, torch_params, bns = residual_pair(fused=fused)
     model.train(training)
     for bn in bns:
         bn.train(training)

@@ -28,8 +28,8 @@ def make_input(shape, kind, seed=0):
     return x.astype(np.float32)
 
 
-def bn_eval(shape_c=3):
-    m = nn.BatchNorm(shape_c, eps=1e-3, momentum=0.2)
+def bn_eval(shape_c=3, activation=None):
+    m = nn.BatchNorm(shape_c, eps=1e-3, momentum=0.2, activation=activation)
     rng = np.random.default_rng(5)
     m.buffers["running_mean"][...] = rng.standard_normal(shape_c)
     m.buffers["running_var"][...] = rng.uniform(0.5, 2.0, shape_c)
@@ -38,8 +38,8 @@ def bn_eval(shape_c=3):
     return m.eval()
 
 
-def bn_train(shape_c=3):
-    m = bn_eval(shape_c)
+def bn_train(shape_c=3, activation=None):
+    m = bn_eval(shape_c, activation)
     return m.train()
 
 
@@ -68,6 +68,8 @@ CASES = {
     "batchnorm_2d_train": (lambda: bn_train(), (6, 3), "normal", (6, 3), np.zeros((6, 4), np.float32)),
     "batchnorm_4d_train": (lambda: bn_train(), (2, 3, 2, 3), "normal", (2, 3, 2, 3),
                            np.zeros((2, 3, 3), np.float32)),
+    "batchnorm_4d_train_relu": (lambda: bn_train(activation="relu"), (2, 3, 2, 3), "normal", (2, 3, 2, 3),
+                                np.zeros((2, 3, 3), np.float32)),
     "batchnorm_4d_eval": (lambda: bn_eval(), (2, 2, 2, 3), "normal", (2, 2, 2, 3),
                           np.zeros((2, 2, 2, 4), np.float32)),
     "lrn": (lambda: nn.LRN(size=3, alpha=0.5, beta=0.75, k=2.0), (2, 2, 3, 5), "normal", (2, 2, 3, 5), BAD_2D),

@@ -31,8 +31,8 @@ def scaled(module, factor=8.0):
     return module
 
 
-def randomised_bn(c, eval_mode):
-    m = nn.BatchNorm(c, eps=1e-3, momentum=0.3)
+def randomised_bn(c, eval_mode, activation=None):
+    m = nn.BatchNorm(c, eps=1e-3, momentum=0.3, activation=activation)
     rng = np.random.default_rng(3)
     m.params["weight"][...] = rng.uniform(0.5, 1.5, c)
     m.params["bias"][...] = rng.standard_normal(c)
@@ -89,6 +89,14 @@ CASES = {
                           BN_MAP, (8, 4), False, None),
     "batchnorm2d_train": (lambda: randomised_bn(3, False), lambda: torch.nn.BatchNorm2d(3, eps=1e-3, momentum=0.3),
                           BN_MAP, (2, 4, 5, 3), True, None),
+    "batchnorm2d_train_relu": (lambda: randomised_bn(3, False, "relu"),
+                               lambda: torch.nn.Sequential(torch.nn.BatchNorm2d(3, eps=1e-3, momentum=0.3),
+                                                           torch.nn.ReLU()),
+                               {k: f"0.{v}" for k, v in BN_MAP.items()}, (2, 4, 5, 3), True, None),
+    "batchnorm2d_eval_relu": (lambda: randomised_bn(3, True, "relu"),
+                              lambda: torch.nn.Sequential(torch.nn.BatchNorm2d(3, eps=1e-3, momentum=0.3),
+                                                          torch.nn.ReLU()),
+                              {k: f"0.{v}" for k, v in BN_MAP.items()}, (2, 4, 5, 3), True, None),
     "batchnorm2d_eval": (lambda: randomised_bn(3, True), lambda: torch.nn.BatchNorm2d(3, eps=1e-3, momentum=0.3),
                          BN_MAP, (2, 4, 5, 3), True, None),
     "lrn": (lambda: nn.LRN(size=3, alpha=0.3, beta=0.75, k=2.0),

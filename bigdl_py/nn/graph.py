@@ -12,6 +12,8 @@ from collections import Counter
 
 import numpy as np
 
+from bigdl_py.kernels import activation as kact
+from bigdl_py.nn.layers._util import cached
 from bigdl_py.nn.module import Module, from_config, register
 
 
@@ -280,23 +282,41 @@ def _check_same_shapes(layer, xs):
 class Add(Module):
     """Element-wise sum of several inputs of one shape (residual connections).
 
+    Args:
+        activation: None or "relu": max(sum, 0) in the same pass (a ResNet block's end).
     Shape: forward([x1, x2, ...]) -> y, all the same shape.
     """
 
-    def __init__(self, name=None):
+    saved_for_backward = ("_y",)
+
+    def __init__(self, activation=None, name=None):
         super().__init__(name=name)
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation: expected None or 'relu', received {activation!r}")
+        self.config = {"activation": activation}
+        self._y = None
 
     def forward(self, xs):
         _check_same_shapes(self, xs)
         if any(a.shape != xs[0].shape for a in xs):
             raise ValueError(f"layer '{self.path}' (Add): expected inputs of one shape, "
                              f"received {[a.shape for a in xs]}")
-        y = xs[0] + xs[1]
-        for a in xs[2:]:
-            y += a
+        if self.config["activation"] is None:
+            y = xs[0] + xs[1]
+            for a in xs[2:]:
+                y += a
+            return y
+        head = xs[0] if len(xs) == 2 else sum(xs[:-1])
+        self._y = y = kact.add_relu(head, xs[-1].astype(head.dtype, copy=False))
         return y
 
     def backward(self, xs, grad_y):
+        if self.config["activation"] is not None:
+            y = cached(self, self._y)
+            if grad_y.shape != y.shape:
+                raise ValueError(f"layer '{self.path}' (Add): grad_y: expected shape {y.shape}, "
+                                 f"received {grad_y.shape}")
+            grad_y = kact.relu_backward(y, None, grad_y.astype(y.dtype, copy=False))
         # The same array for every input: layers never write into grad_y.
         return [grad_y] * len(xs)
 

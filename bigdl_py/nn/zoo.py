@@ -68,10 +68,9 @@ def mlp(sizes=(64, 256, 128, 64, 2), activation="relu", dropout=0.0, seed=None):
 
 
 def _conv_bn(x, cin, cout, kernel, stride, name, relu=True):
-    """conv (no bias) -> BatchNorm [-> ReLU] on graph node x."""
+    """conv (no bias) -> BatchNorm [with its ReLU fused] on graph node x."""
     x = Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False, name=f"{name}_conv")(x)
-    x = BatchNorm(cout, name=f"{name}_bn")(x)
-    return ReLU(name=f"{name}_relu")(x) if relu else x
+    return BatchNorm(cout, activation="relu" if relu else None, name=f"{name}_bn")(x)
 
 
 def _basic_block(x, cin, cout, stride, name):
@@ -80,7 +79,7 @@ def _basic_block(x, cin, cout, stride, name):
     y = _conv_bn(y, cout, cout, 3, 1, f"{name}_2", relu=False)
     shortcut = x if stride == 1 and cin == cout else _conv_bn(x, cin, cout, 1, stride, f"{name}_shortcut",
                                                                relu=False)
-    return ReLU(name=f"{name}_relu")(Add(name=f"{name}_add")([y, shortcut]))
+    return Add(activation="relu", name=f"{name}_add")([y, shortcut])
 
 
 def resnet20(num_classes=10, seed=None):
@@ -89,7 +88,8 @@ def resnet20(num_classes=10, seed=None):
     3x3 conv 16 + BN + ReLU, three stages of three basic blocks with 16, 32, 64
     channels (stride 2 at the start of stages 2 and 3, 1x1 conv + BN projection
     shortcut where the shape changes: option B), global average pool, Linear.
-    Layers are named `stage{s}_block{b}_{1|2|shortcut}_{conv|bn|relu}`.
+    Layers are named `stage{s}_block{b}_{1|2|shortcut}_{conv|bn}` and `stage{s}_block{b}_add`;
+    each ReLU runs inside the BatchNorm or Add before it (one pass over the activations less).
     Shape: x (N, 32, 32, 3) -> logits (N, num_classes).
     """
     inp = Input((32, 32, 3), name="image")

@@ -19,20 +19,24 @@ class BatchNorm(Module):
         num_features: channels C.
         eps: added to the variance.
         momentum: weight of the batch statistic in the running update.
+        activation: None or "relu", applied inside the normalisation kernel (one pass
+            over the output less, and one over the gradient).
     Shape:
         x (N, C) or (N, H, W, C) -> y like x; weight, bias, running_mean, running_var (C,).
     """
 
     saved_for_backward = ("_saved",)
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, name=None):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, activation=None, name=None):
         super().__init__(name)
         c = check_positive_int("num_features", num_features)
         if not eps > 0:
             raise ValueError(f"eps: expected a number > 0, received {eps!r}")
         if not 0 <= momentum <= 1:
             raise ValueError(f"momentum: expected a number in [0, 1], received {momentum!r}")
-        self.config = dict(num_features=c, eps=float(eps), momentum=float(momentum))
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation: expected None or 'relu', received {activation!r}")
+        self.config = dict(num_features=c, eps=float(eps), momentum=float(momentum), activation=activation)
         self.params = {"weight": np.ones(c, np.float32), "bias": np.zeros(c, np.float32)}
         self.grads = {k: np.zeros(c, np.float32) for k in self.params}
         self.buffers = {"running_mean": np.zeros(c, np.float32), "running_var": np.ones(c, np.float32)}
@@ -55,25 +59,26 @@ class BatchNorm(Module):
     def forward(self, x):
         x = self._check(x)
         p, b, c = self.params, self.buffers, self.config
+        relu = c["activation"] == "relu"
         if self.training:
             y, mean, invstd = knorm.batchnorm_forward_train(x, p["weight"], p["bias"], b["running_mean"],
-                                                            b["running_var"], c["momentum"], c["eps"])
+                                                            b["running_var"], c["momentum"], c["eps"], relu=relu)
         else:
             y = knorm.batchnorm_forward_eval(x, p["weight"], p["bias"], b["running_mean"], b["running_var"],
-                                             c["eps"])
+                                             c["eps"], relu=relu)
             # The statistics are constants in eval mode: keep the ones this forward used.
             mean = b["running_mean"].astype(x.dtype)
             invstd = (1.0 / np.sqrt(b["running_var"].astype(np.float64) + c["eps"])).astype(x.dtype)
-        self._saved = (mean, invstd, self.training)
+        self._saved = (mean, invstd, self.training, y if relu else None)
         return y
 
     @named_errors
     def backward(self, x, grad_y):
-        mean, invstd, training = cached(self, self._saved)
+        mean, invstd, training, y = cached(self, self._saved)
         x = self._check(x)
         grad_y = self._check(grad_y, "grad_y")
         dx, dgamma, dbeta = knorm.batchnorm_backward(x, self.params["weight"], grad_y, mean, invstd,
-                                                     training=training)
+                                                     training=training, y=y)
         self.grads["weight"] += dgamma
         self.grads["bias"] += dbeta
         return dx
