@@ -144,7 +144,7 @@ def distributed_check(data, batch, iterations, settings, epochs):
 
 
 def model_settings(name, args):
-    """SETTINGS[name] with the command line's base batch, warm-up and base lr."""
+    """SETTINGS[name] with the command line's base batch, warm-up, base lr, trust and exclusions."""
     settings = dict(SETTINGS[name], base_batch=args.small_batch)
     if args.warmup_epochs is not None:
         settings["warmup_epochs"] = args.warmup_epochs
@@ -152,6 +152,8 @@ def model_settings(name, args):
         settings["large_base_lr"] = args.large_base_lr
     if args.lars_exclude is not None:
         settings["lars_exclude"] = args.lars_exclude == "on"
+    if args.trust is not None:
+        settings["trust"] = args.trust
     return settings
 
 
@@ -165,6 +167,8 @@ def main(argv=None):
     parser.add_argument("--warmup-epochs", type=float, default=None, help="override the model's warm-up")
     parser.add_argument("--large-base-lr", type=float, default=None,
                         help="override the recipe's base lr (at the small batch; LARS acts through lr x trust)")
+    parser.add_argument("--trust", type=float, default=None,
+                        help="override LARS's trust coefficient (0: momentum SGD, Goyal et al.'s recipe alone)")
     parser.add_argument("--lars-exclude", choices=["on", "off"], default=None,
                         help="biases and batch norm outside LARS's trust ratio and weight decay (lars_exclude)")
     parser.add_argument("--small-batch", type=int, default=SMALL_BATCH)
