@@ -209,8 +209,8 @@ def conv2d_backward(
 def _flipped(w):
     """The weight of the convolution that maps grad_y to dx (stride 1): kernel rotated by
     180 degrees, input and output channels swapped. That conv gathers with im2col, where
-    col2im would scatter-add, and its GEMM has K = KH*KW*Cout instead of K = Cout:
-    ResNet-20's stride-1 backward 10-15% faster (stage 1, batch 64: 5.9 -> 5.5 ms for dx)."""
+    col2im would scatter-add, and its GEMM has K = KH*KW*Cout instead of K = Cout (a whole
+    ResNet-20 training step, batch 64, one thread: 267 -> 262 ms, best of 15)."""
     return np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
 
 

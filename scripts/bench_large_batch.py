@@ -78,7 +78,8 @@ def training(model, large, batch, steps_per_epoch, epochs, settings):
     recipe = large_batch_recipe(batch, settings["large_base_lr"], steps_per_epoch, epochs,
                                 base_batch=settings["base_batch"], warmup_epochs=settings["warmup_epochs"],
                                 trust_coefficient=settings["trust"], exclude=exclude)
-    what = "lars+linear scaling+warmup+poly" + (", biases and batch norm outside the trust ratio" if exclude else "")
+    what = ("lars" if settings["trust"] else "momentum sgd") + "+linear scaling+warmup+poly"
+    what += ", biases and batch norm outside the trust ratio" if exclude else ""
     return (*recipe, f"large_batch_recipe({what})")
 
 
