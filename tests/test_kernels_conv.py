@@ -24,9 +24,21 @@ CASES = {
     "pointwise_groups2": ((2, 4, 5, 6), (1, 1), 4, 1, 0, 1, 2),
     "pointwise_stride2_pad1": ((1, 5, 6, 3), (1, 1), 4, 2, 1, 1, 1),
     "lenet_1ch_5x5": ((3, 12, 12, 1), (5, 5), 6, 1, 0, 1, 1),
+    # "same" stride-1 convs of >= 16 channels: dx by the flipped-weight conv of grad_y
+    "same_16ch_flipped_dx": ((2, 6, 7, 16), (3, 3), 5, 1, 1, 1, 1),
+    "same_dilated_5x3_flipped_dx": ((1, 9, 8, 16), (5, 3), 4, 1, (4, 2), 2, 1),
     "one_channel_3x2_pad_1x2": ((2, 6, 9, 1), (3, 2), 5, 1, (1, 2), 1, 1),
     "one_channel_padding_wider_than_kernel": ((1, 3, 4, 1), (2, 3), 3, 1, 3, 1, 1),
 }
+
+
+def test_dx_by_the_flipped_conv_only_where_it_pays():
+    geometry = lambda x_shape, w_shape, padding: conv._Geometry(  # noqa: E731
+        np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32), 1, padding, 1, 1)
+    assert geometry((1, 8, 8, 16), (3, 3, 16, 16), 1).dx_padding == (1, 1)
+    assert geometry((1, 12, 12, 6), (5, 5, 6, 16), 0).dx_padding is None  # LeNet-5's conv2: 2.7x slower
+    assert geometry((1, 8, 8, 16), (3, 3, 16, 16), 0).dx_padding is None  # not "same"
+    assert geometry((1, 8, 8, 8), (3, 3, 8, 16), 1).dx_padding is None  # N = Cin too small
 
 
 def make(case, dtype=np.float32, seed=0):
