@@ -61,7 +61,7 @@ def _bn_stats(x):
 
 
 # A fused ReLU saves the separate pass over the output (and its backward the pass that
-# masks the gradient): ResNet-20 normalises then rectifies 13 of its 21 BatchNorm outputs.
+# masks the gradient): ResNet-20 normalises then rectifies 10 of its 21 BatchNorm outputs.
 @njit(cache=True)
 def _channel_affine(x, a, b, y, relu):
     # y = x * a + b per channel (then max(., 0) with relu; NaN passes, as in torch), one pass.
