@@ -87,6 +87,18 @@ def test_add_with_fused_relu_of_three_inputs_matches_finite_differences():
         Add(activation="tanh")
 
 
+@pytest.mark.parametrize("dtypes", [("float32", "float64"), ("float64", "float32"),
+                                    ("float32", "float32", "float64")])
+def test_add_with_fused_relu_promotes_mixed_dtypes_as_the_unfused_sum(dtypes):
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((2, 5)).astype(d) for d in dtypes]
+    y = Add(activation="relu").forward(xs)
+    unfused = Add().forward(xs)
+    assert y.dtype == unfused.dtype == np.float64
+    np.testing.assert_array_equal(y, np.maximum(unfused, 0))
+    np.testing.assert_array_equal(unfused, sum(x.astype(np.float64) for x in xs))
+
+
 def test_custom_module_node_used_twice_by_one_layer():
     x = Input((2,))
     s = _Scale(2)(x)

@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 
 from bigdl_py.kernels import activation as kact
-from bigdl_py.nn.layers._util import cached
+from bigdl_py.nn.layers._util import cached, fused_activation
 from bigdl_py.nn.module import Module, from_config, register
 
 
@@ -268,7 +268,8 @@ class Model(Module):
                    name=config.get("name"))
 
 
-def _check_same_shapes(layer, xs):
+def _check_array_list(layer, xs):
+    """A merge layer's input: a list of at least two numpy arrays (shapes are the layer's check)."""
     if not isinstance(xs, (list, tuple)) or len(xs) < 2:
         raise ValueError(f"layer '{layer.path}' ({type(layer).__name__}): expected a list of at least 2 arrays, "
                          f"received {type(xs).__name__}")
@@ -291,23 +292,23 @@ class Add(Module):
 
     def __init__(self, activation=None, name=None):
         super().__init__(name=name)
-        if activation not in (None, "relu"):
-            raise ValueError(f"activation: expected None or 'relu', received {activation!r}")
-        self.config = {"activation": activation}
+        self.config = {"activation": fused_activation(activation)}
         self._y = None
 
     def forward(self, xs):
-        _check_same_shapes(self, xs)
+        _check_array_list(self, xs)
         if any(a.shape != xs[0].shape for a in xs):
             raise ValueError(f"layer '{self.path}' (Add): expected inputs of one shape, "
                              f"received {[a.shape for a in xs]}")
-        if self.config["activation"] is None:
-            y = xs[0] + xs[1]
-            for a in xs[2:]:
-                y += a
-            return y
-        head = xs[0] if len(xs) == 2 else sum(xs[:-1])
-        self._y = y = kact.add_relu(head, xs[-1].astype(head.dtype, copy=False))
+        # numpy's promotion over all inputs, fused or not (the kernel takes one dtype).
+        dtype = np.result_type(*xs)
+        fused = self.config["activation"] is not None
+        summed = xs[:-1] if fused else xs
+        y = summed[0].astype(dtype, copy=False) if len(summed) == 1 else np.add(summed[0], summed[1], dtype=dtype)
+        for a in summed[2:]:
+            y += a
+        if fused:
+            self._y = y = kact.add_relu(y, xs[-1].astype(dtype, copy=False))
         return y
 
     def backward(self, xs, grad_y):
@@ -338,7 +339,7 @@ class Concat(Module):
         self.config = {"axis": self.axis}
 
     def forward(self, xs):
-        _check_same_shapes(self, xs)
+        _check_array_list(self, xs)
         ndim = xs[0].ndim
         axis = self.axis % ndim if -ndim <= self.axis < ndim else None
         if axis is None or axis == 0 or any(a.ndim != ndim for a in xs) or any(

@@ -18,6 +18,16 @@ def as_float(x, dtype=None):
     return np.ascontiguousarray(x, dtype=float_dtype(x) if dtype is None else dtype)
 
 
+FUSED_ACTIVATIONS = (None, "relu")
+
+
+def fused_activation(activation):
+    """A layer's `activation=` argument checked: None, or "relu" applied in the layer's own pass."""
+    if activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"activation: expected None or 'relu', received {activation!r}")
+    return activation
+
+
 def cached(module, value):
     """A value saved by forward, or a ValueError naming the layer if forward has not run."""
     if value is None:

@@ -3,7 +3,7 @@ import numpy as np
 
 from bigdl_py.kernels import norm as knorm
 from bigdl_py.kernels._checks import check_positive_int
-from bigdl_py.nn.layers._util import as_float, cached, float_dtype, named_errors
+from bigdl_py.nn.layers._util import as_float, cached, float_dtype, fused_activation, named_errors
 from bigdl_py.nn.module import Module, register
 
 
@@ -34,9 +34,8 @@ class BatchNorm(Module):
             raise ValueError(f"eps: expected a number > 0, received {eps!r}")
         if not 0 <= momentum <= 1:
             raise ValueError(f"momentum: expected a number in [0, 1], received {momentum!r}")
-        if activation not in (None, "relu"):
-            raise ValueError(f"activation: expected None or 'relu', received {activation!r}")
-        self.config = dict(num_features=c, eps=float(eps), momentum=float(momentum), activation=activation)
+        self.config = dict(num_features=c, eps=float(eps), momentum=float(momentum),
+                           activation=fused_activation(activation))
         self.params = {"weight": np.ones(c, np.float32), "bias": np.zeros(c, np.float32)}
         self.grads = {k: np.zeros(c, np.float32) for k in self.params}
         self.buffers = {"running_mean": np.zeros(c, np.float32), "running_var": np.ones(c, np.float32)}
