@@ -46,7 +46,7 @@ SMALL_BATCH, LARGE_BATCH = 256, 8192
 SETTINGS = {
     "lenet5": dict(small_lr=0.08, large_base_lr=0.5, warmup_epochs=1.0, trust=0.004, workers=1, lars_exclude=False),
     "resnet20": dict(small_lr=0.1, large_base_lr=0.25, warmup_epochs=2.0, trust=0.004, workers=32,
-                     lars_exclude=False),
+                     lars_exclude=False, zero_init_residual=False),
 }
 
 
@@ -55,7 +55,7 @@ def equal_partitions(rows, parts):
     return [rows // parts + (p < rows % parts) for p in range(parts)]
 
 
-def model_and_data(name, x, x_test):
+def model_and_data(name, x, x_test, zero_init_residual=False):
     """A fresh model (seed 0) and the images in its input shape."""
     from bigdl_py.nn import zoo
 
@@ -65,7 +65,7 @@ def model_and_data(name, x, x_test):
     def to_32x32x3(a):
         return np.repeat(np.pad(a, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=3)
 
-    return zoo.resnet20(seed=0), to_32x32x3(x), to_32x32x3(x_test)
+    return zoo.resnet20(seed=0, zero_init_residual=zero_init_residual), to_32x32x3(x), to_32x32x3(x_test)
 
 
 def training(model, large, batch, steps_per_epoch, epochs, settings):
@@ -80,6 +80,7 @@ def training(model, large, batch, steps_per_epoch, epochs, settings):
                                 trust_coefficient=settings["trust"], exclude=exclude)
     what = ("lars" if settings["trust"] else "momentum sgd") + "+linear scaling+warmup+poly"
     what += ", biases and batch norm outside the trust ratio" if exclude else ""
+    what += ", residual branches' last batch-norm scale at 0" if settings.get("zero_init_residual") else ""
     return (*recipe, f"large_batch_recipe({what})")
 
 
@@ -89,7 +90,8 @@ def run(name, large, batch, epochs, data, settings):
     from bigdl_py.optim import MaxEpoch, Top1Accuracy
 
     x, y, x_test, y_test = data
-    model, x, x_test = model_and_data(name, x, x_test)
+    # Zero-initialised residual scales are part of the large-batch recipe (Goyal et al.), not the baseline.
+    model, x, x_test = model_and_data(name, x, x_test, large and settings.get("zero_init_residual", False))
     steps = -(-len(x) // batch)
     method, lr, schedule, what = training(model, large, batch, steps, epochs, settings)
     workers = settings["workers"] if large else 1
@@ -145,7 +147,7 @@ def distributed_check(data, batch, iterations, settings, epochs):
 
 
 def model_settings(name, args):
-    """SETTINGS[name] with the command line's base batch, warm-up, base lr, trust and exclusions."""
+    """SETTINGS[name] with the command line's base batch, warm-up, base lr, trust, exclusions and init."""
     settings = dict(SETTINGS[name], base_batch=args.small_batch)
     if args.warmup_epochs is not None:
         settings["warmup_epochs"] = args.warmup_epochs
@@ -155,6 +157,10 @@ def model_settings(name, args):
         settings["lars_exclude"] = args.lars_exclude == "on"
     if args.trust is not None:
         settings["trust"] = args.trust
+    if args.zero_init_residual is not None:
+        if "zero_init_residual" not in settings:
+            raise SystemExit(f"--zero-init-residual: {name} has no residual blocks")
+        settings["zero_init_residual"] = args.zero_init_residual == "on"
     return settings
 
 
@@ -172,6 +178,8 @@ def main(argv=None):
                         help="override LARS's trust coefficient (0: momentum SGD, Goyal et al.'s recipe alone)")
     parser.add_argument("--lars-exclude", choices=["on", "off"], default=None,
                         help="biases and batch norm outside LARS's trust ratio and weight decay (lars_exclude)")
+    parser.add_argument("--zero-init-residual", choices=["on", "off"], default=None,
+                        help="resnet20's large run starts each block's last batch-norm scale at 0")
     parser.add_argument("--small-batch", type=int, default=SMALL_BATCH)
     parser.add_argument("--large-batch", type=int, default=LARGE_BATCH)
     parser.add_argument("--threads", type=int, default=2, help="kernel threads of the local runs")

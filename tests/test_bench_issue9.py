@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -64,6 +65,21 @@ def test_bench_large_batch_reports_both_runs_the_gap_and_a_distributed_run_equal
     assert summary["gap_points"] == pytest.approx(100 * (small["test_accuracy"] - large["test_accuracy"]), abs=0.01)
     assert summary["within_half_point"] == (summary["gap_points"] <= 0.5)
     assert check["distributed_check"] and check["iterations"] == 2 and check["equal"], check
+
+
+def test_bench_large_batch_resnet20_recipe_can_zero_init_the_residual_scales():
+    lines = run_script("bench_large_batch.py", "--models", "resnet20", "--train-rows", "256", "--test-rows", "64",
+                       "--epochs", "1", "--warmup-epochs", "0.5", "--small-batch", "32", "--large-batch", "128", "--runs", "large",
+                       "--threads", "1", "--check-iterations", "0", "--zero-init-residual", "on")
+    (large,) = lines
+    assert (large["model"], large["batch"], large["iterations"], large["workers"]) == ("resnet20", 128, 2, 32)
+    assert large["recipe"].endswith("residual branches' last batch-norm scale at 0)")
+    assert 0 <= large["test_accuracy"] <= 1
+    bench = load_script("bench_large_batch.py")
+    args = dict(small_batch=256, warmup_epochs=None, large_base_lr=None, lars_exclude=None, trust=None)
+    assert bench.model_settings("resnet20", SimpleNamespace(**args, zero_init_residual="on"))["zero_init_residual"]
+    with pytest.raises(SystemExit, match="lenet5 has no residual blocks"):
+        bench.model_settings("lenet5", SimpleNamespace(**args, zero_init_residual="on"))
 
 
 @pytest.mark.spark

@@ -282,3 +282,18 @@ def test_zero_pad_matches_torch_and_finite_differences():
 
 def nhwc_np(a):
     return a.transpose(0, 2, 3, 1)
+
+
+def test_resnet20_zero_init_residual_starts_every_block_as_its_shortcut():
+    x = MODELS["resnet20"][1]
+    plain, zeroed = zoo.resnet20(seed=0), zoo.resnet20(seed=0, zero_init_residual=True)
+    before, after = plain.state_dict(), zeroed.state_dict()
+    zero = sorted(k for k in after if k.endswith("_2_bn.weight"))
+    assert len(zero) == 9 and all(not after[k].any() for k in zero)
+    assert all(np.array_equal(after[k], before[k]) for k in after if k not in zero)
+    zeroed.forward(x)
+    zeroed.backward(x, np.ones((2, 10), np.float32))
+    grads = dict(zeroed.named_gradients())
+    # The branch is scaled by 0: its first conv gets no gradient, its last scale does (so it can grow).
+    assert not any(grads[k.replace("_2_bn.weight", "_1_conv.weight")].any() for k in zero)
+    assert all(np.abs(grads[k]).sum() > 0 for k in zero)

@@ -82,7 +82,7 @@ def _basic_block(x, cin, cout, stride, name):
     return Add(activation="relu", name=f"{name}_add")([y, shortcut])
 
 
-def resnet20(num_classes=10, seed=None):
+def resnet20(num_classes=10, seed=None, zero_init_residual=False):
     """ResNet-20 for CIFAR (He et al. 2016, section 4.2), built with the graph API.
 
     3x3 conv 16 + BN + ReLU, three stages of three basic blocks with 16, 32, 64
@@ -90,6 +90,9 @@ def resnet20(num_classes=10, seed=None):
     shortcut where the shape changes: option B), global average pool, Linear.
     Layers are named `stage{s}_block{b}_{1|2|shortcut}_{conv|bn}` and `stage{s}_block{b}_add`;
     each ReLU runs inside the BatchNorm or Add before it (one pass over the activations less).
+    zero_init_residual: start each block's last BatchNorm scale at 0, so every residual
+        branch starts as nothing and each block as its shortcut (Goyal et al. 2017, for
+        large-batch training; torchvision's option of the same name).
     Shape: x (N, 32, 32, 3) -> logits (N, num_classes).
     """
     inp = Input((32, 32, 3), name="image")
@@ -102,7 +105,12 @@ def resnet20(num_classes=10, seed=None):
             cin = width
     x = GlobalAvgPool2d(name="pool")(x)
     out = Linear(64, num_classes, name="fc")(x)
-    return _seeded(Model(inp, out, name="resnet20"), seed)
+    model = _seeded(Model(inp, out, name="resnet20"), seed)
+    if zero_init_residual:
+        for name, m in model.named_modules():
+            if name.endswith("_2_bn"):
+                m.params["weight"].fill(0.0)
+    return model
 
 
 # EfficientNet-Lite0 blocks: (repeats, kernel, stride, expand ratio, in, out), from
