@@ -77,8 +77,9 @@ def training(model, large, batch, steps_per_epoch, epochs, settings):
     exclude = lars_exclude(model) if settings["lars_exclude"] else ()
     recipe = large_batch_recipe(batch, settings["large_base_lr"], steps_per_epoch, epochs,
                                 base_batch=settings["base_batch"], warmup_epochs=settings["warmup_epochs"],
-                                trust_coefficient=settings["trust"], exclude=exclude)
+                                trust_coefficient=settings["trust"], exclude=exclude, power=settings["power"])
     what = ("lars" if settings["trust"] else "momentum sgd") + "+linear scaling+warmup+poly"
+    what += f"^{settings['power']:g}" if settings["power"] != 2 else ""
     what += ", biases and batch norm outside the trust ratio" if exclude else ""
     what += ", residual branches' last batch-norm scale at 0" if settings.get("zero_init_residual") else ""
     return (*recipe, f"large_batch_recipe({what})")
@@ -148,7 +149,7 @@ def distributed_check(data, batch, iterations, settings, epochs):
 
 def model_settings(name, args):
     """SETTINGS[name] with the command line's base batch, warm-up, base lr, trust, exclusions and init."""
-    settings = dict(SETTINGS[name], base_batch=args.small_batch)
+    settings = dict(SETTINGS[name], base_batch=args.small_batch, power=args.power)
     if args.warmup_epochs is not None:
         settings["warmup_epochs"] = args.warmup_epochs
     if args.large_base_lr is not None:
@@ -178,6 +179,7 @@ def main(argv=None):
                         help="override LARS's trust coefficient (0: momentum SGD, Goyal et al.'s recipe alone)")
     parser.add_argument("--lars-exclude", choices=["on", "off"], default=None,
                         help="biases and batch norm outside LARS's trust ratio and weight decay (lars_exclude)")
+    parser.add_argument("--power", type=float, default=2.0, help="exponent of the recipe's poly decay")
     parser.add_argument("--zero-init-residual", choices=["on", "off"], default=None,
                         help="resnet20's large run starts each block's last batch-norm scale at 0")
     parser.add_argument("--small-batch", type=int, default=SMALL_BATCH)

@@ -70,13 +70,14 @@ def test_bench_large_batch_reports_both_runs_the_gap_and_a_distributed_run_equal
 def test_bench_large_batch_resnet20_recipe_can_zero_init_the_residual_scales():
     lines = run_script("bench_large_batch.py", "--models", "resnet20", "--train-rows", "256", "--test-rows", "64",
                        "--epochs", "1", "--warmup-epochs", "0.5", "--small-batch", "32", "--large-batch", "128", "--runs", "large",
-                       "--threads", "1", "--check-iterations", "0", "--zero-init-residual", "on")
+                       "--threads", "1", "--check-iterations", "0", "--zero-init-residual", "on", "--power", "1")
     (large,) = lines
     assert (large["model"], large["batch"], large["iterations"], large["workers"]) == ("resnet20", 128, 2, 32)
-    assert large["recipe"].endswith("residual branches' last batch-norm scale at 0)")
+    assert large["recipe"] == ("large_batch_recipe(lars+linear scaling+warmup+poly^1, "
+                               "residual branches' last batch-norm scale at 0)")
     assert 0 <= large["test_accuracy"] <= 1
     bench = load_script("bench_large_batch.py")
-    args = dict(small_batch=256, warmup_epochs=None, large_base_lr=None, lars_exclude=None, trust=None)
+    args = dict(small_batch=256, warmup_epochs=None, large_base_lr=None, lars_exclude=None, trust=None, power=2.0)
     assert bench.model_settings("resnet20", SimpleNamespace(**args, zero_init_residual="on"))["zero_init_residual"]
     with pytest.raises(SystemExit, match="lenet5 has no residual blocks"):
         bench.model_settings("lenet5", SimpleNamespace(**args, zero_init_residual="on"))
