@@ -7,6 +7,7 @@ checkpoint and stop. Only where the gradient is summed and the update runs diffe
 """
 import numpy as np
 
+from bigdl_py.engine.step_outputs import StepOutputs
 from bigdl_py.nn.criterions import criterion_from_config
 from bigdl_py.optim import clipping
 from bigdl_py.optim.metrics import Loss, metrics_get
@@ -38,7 +39,7 @@ class BaseOptimizer:
         self.clip_norm = None
         self.clip_value = None
         self.log_path = None
-        self.progress = True
+        self.progress = None  # None: auto (on for a terminal or a Jupyter kernel)
         self.history = []  # one dict per iteration (also written to the training log)
         self.early_stopping = None  # dict(metric, mode, best, best_epoch, since_best) once set
 
@@ -96,7 +97,15 @@ class BaseOptimizer:
         return self
 
     def set_progress(self, enabled):
-        self.progress = bool(enabled)
+        """Show a progress bar on the driver (iteration, loss, samples/s, ETA) on stderr.
+
+        Args:
+            enabled: True (always), False (never) or None (auto, the default: on when
+                stderr is a terminal or in a Jupyter kernel).
+        """
+        if enabled not in (None, True, False):
+            raise ValueError(f"enabled: expected True, False or None (auto), received {enabled!r}")
+        self.progress = enabled
         return self
 
     # ---- shared steps --------------------------------------------------------------
@@ -124,8 +133,12 @@ class BaseOptimizer:
         return TrainingState(epoch=epoch, iteration=step, epoch_finished=epoch_finished, loss=loss, score=score,
                              since_best=since_best)
 
-    def finish_step(self, log, entry, epoch, step, epoch_finished, loss, score, validate):
-        """Validate when the trigger fires, feed the score to the schedule, log the step.
+    def open_outputs(self, step, epoch, iteration):
+        """The training log and progress bar of a run starting at (step, epoch, iteration); close() it."""
+        return StepOutputs(self, step, epoch, iteration)
+
+    def finish_step(self, outputs, entry, epoch, step, epoch_finished, loss, score, validate):
+        """Validate when the trigger fires, feed the score to the schedule, report the step to `outputs`.
 
         Returns (TrainingState, latest validation score) for the end and checkpoint triggers.
         """
@@ -139,7 +152,7 @@ class BaseOptimizer:
             state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
             self.schedule.observe(score)
         self.history.append(entry)
-        log.write(**entry)
+        outputs.write(entry)
         return state, score
 
 

@@ -23,7 +23,6 @@ from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.base import (BaseOptimizer, TrainingError, metric_partials, metric_results, seed_for,
                                   sum_reduction)
 from bigdl_py.engine.sampling import PartitionedSampler
-from bigdl_py.engine.training_log import TrainingLog
 from bigdl_py.nn.criterions import criterion_from_config
 from bigdl_py.nn.module import from_config
 from bigdl_py.optim.optimizers import optimizers_get
@@ -215,7 +214,7 @@ class DistriOptimizer(BaseOptimizer):
         step, epoch, start_iter = position
         model_config = json.dumps(model.get_config())
         criterion_config = json.dumps(self.criterion.get_config())
-        log = TrainingLog(self.log_path)
+        outputs = self.open_outputs(step, epoch, start_iter)
         score = None
         done = False
 
@@ -244,7 +243,7 @@ class DistriOptimizer(BaseOptimizer):
                                             f"the last good checkpoint is kept")
                     entry = self._timing(step, epoch, loss, lr, wall, reports, results)
                     state, score = self.finish_step(
-                        log, entry, epoch, step, epoch_finished, loss, score,
+                        outputs, entry, epoch, step, epoch_finished, loss, score,
                         lambda: self._validate(sync, run_id, model_config, criterion_config, bounds))
                     done = bool(self.end_trigger(state))
                     user_ckpt = self.checkpoint and (done or self.checkpoint["trigger"](state))
@@ -257,7 +256,7 @@ class DistriOptimizer(BaseOptimizer):
                         break
                 epoch, start_iter = (epoch + 1, 0) if not done else (epoch, start_iter)
         finally:
-            log.close()
+            outputs.close()
         model.parameters_flat()[0][:] = sync.collect_weights()
 
     def forward_seed_base(self, epoch, iteration):

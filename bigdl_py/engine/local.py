@@ -11,7 +11,6 @@ import numpy as np
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.base import BaseOptimizer, TrainingError, metric_partials, metric_results, sum_reduction
 from bigdl_py.engine.sampling import PartitionedSampler
-from bigdl_py.engine.training_log import TrainingLog
 from bigdl_py.optim.schedules import schedules_get
 
 
@@ -98,7 +97,7 @@ class LocalOptimizer(BaseOptimizer):
         if resume_from is not None:
             step, epoch, start_iter = self._restore(resume_from, state)
 
-        log = TrainingLog(self.log_path)
+        outputs = self.open_outputs(step, epoch, start_iter)
         model.train()
         loss = score = None
         # A resumed run may already be finished (resumed from its final checkpoint).
@@ -106,7 +105,6 @@ class LocalOptimizer(BaseOptimizer):
         try:
             while not done:
                 batches = list(sampler.partition_batches(epoch))
-                bar = self._progress_bar(epoch, start_iter)
                 for i in range(start_iter, sampler.iterations_per_epoch):
                     t0 = time.perf_counter()
                     shares = batches[i]
@@ -127,11 +125,8 @@ class LocalOptimizer(BaseOptimizer):
                     seconds = time.perf_counter() - t0
                     entry = dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=len(idx),
                                  samples_s=len(idx) / max(seconds, 1e-9))
-                    train_state, score = self.finish_step(log, entry, epoch, step, epoch_finished, loss, score,
+                    train_state, score = self.finish_step(outputs, entry, epoch, step, epoch_finished, loss, score,
                                                           self.validate)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{entry['samples_s']:.0f}")
-                        bar.update(1)
                     done = bool(self.end_trigger(train_state))
                     next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
                     if self.checkpoint and (done or self.checkpoint["trigger"](train_state)):
@@ -139,11 +134,9 @@ class LocalOptimizer(BaseOptimizer):
                                   keep=self.checkpoint["keep"])
                     if done:
                         break
-                if bar is not None:
-                    bar.close()
                 epoch, start_iter = (epoch + 1, 0) if not done else (epoch, start_iter)
         finally:
-            log.close()
+            outputs.close()
         return model
 
     def _accumulate_gradient(self, shares, step, epoch, iteration):
@@ -203,10 +196,3 @@ class LocalOptimizer(BaseOptimizer):
         v = self.validation
         partials = metric_partials(self.model, self.criterion, v["metrics"], v["x"], v["y"], v["batch_size"])
         return metric_results(v["metrics"], [partials])
-
-    def _progress_bar(self, epoch, start_iter):
-        if not self.progress:
-            return None
-        from tqdm.auto import tqdm
-        return tqdm(total=self.sampler.iterations_per_epoch, initial=start_iter,
-                    desc=f"epoch {epoch + 1}", leave=False, mininterval=0.5)

@@ -31,7 +31,6 @@ from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine import ring_control as control
 from bigdl_py.engine.base import TrainingError, metric_results
 from bigdl_py.engine.ring_worker import ring_task
-from bigdl_py.engine.training_log import TrainingLog
 
 TOKEN_BYTES = 32
 # Failures a restart can cure: a peer, the driver link or an executor went away.
@@ -228,7 +227,7 @@ class RingDriver:
         self.recovery = (source, step, epoch, start_iter)
         self.logged, self.lrs, self.score = step, {}, None
         self.finished = None  # the step the end trigger fired at, once it has
-        log = TrainingLog(opt.log_path)
+        outputs = opt.open_outputs(step, epoch, start_iter)
         self._start_launch()
         session, last_key = None, None
         try:
@@ -237,7 +236,7 @@ class RingDriver:
                 last_key = session.key
                 try:
                     session.all(("init", self.recovery[0]))
-                    self._iterate(session, log)
+                    self._iterate(session, outputs)
                     session.tell(("stop",))
                     return self._final_weights()
                 except TaskFailure as e:
@@ -253,9 +252,9 @@ class RingDriver:
             if session is not None:
                 session.close()
             self.server.close()
-            log.close()
+            outputs.close()
 
-    def _iterate(self, session, log):
+    def _iterate(self, session, outputs):
         opt, sampler = self.opt, self.opt.sampler
         _, step, epoch, i = self.recovery
         if step == self.finished:  # restarted from the checkpoint of the step training ended at
@@ -289,7 +288,7 @@ class RingDriver:
                                      data=max(s["data_s"] for s in stats),
                                      sync=max(s["sync_s"] for s in stats),
                                      driver_bytes=session.received - received)
-            state, self.score = opt.finish_step(log, entry, epoch, step, epoch_finished, loss, self.score,
+            state, self.score = opt.finish_step(outputs, entry, epoch, step, epoch_finished, loss, self.score,
                                                 lambda: self._validate(session))
             self.logged = step
             done = bool(opt.end_trigger(state))

@@ -62,8 +62,10 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
         schedule (name, config or Schedule), validationFraction or setValidation(df),
         validationMetrics (["top1", "loss", "auc", ...]), earlyStoppingMetric +
         earlyStoppingPatience (epochs without improvement; the best epoch's weights
-        are kept), checkpointPath, numPartitions, seed, badRows ("error" | "skip",
+        are kept), checkpointPath, numPartitions, seed, sync, badRows ("error" | "skip",
         for fit and transform), inferenceBatchSize, predictionCol.
+        progress: a progress bar on the driver during fit (True, False, or None:
+            auto, on when stderr is a terminal or in a Jupyter kernel).
     """
 
     @keyword_only
@@ -71,7 +73,7 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
                  predictionCol="prediction", featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam",
                  learningRate=1e-3, schedule=None, validationFraction=0.0, validationMetrics=("top1", "loss"),
                  earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None, numPartitions=None,
-                 seed=0, sync="blockmanager", badRows="error", inferenceBatchSize=256):
+                 seed=0, sync="blockmanager", progress=None, badRows="error", inferenceBatchSize=256):
         super().__init__()
         self._init_estimator(self._input_kwargs)
 
@@ -91,7 +93,7 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
                   batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
                   validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
                   earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager",
-                  badRows="error", inferenceBatchSize=256):
+                  progress=None, badRows="error", inferenceBatchSize=256):
         return self._set(**self._input_kwargs)
 
     def getModel(self):
@@ -134,7 +136,7 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
             opt.model = Sequential(module, Reshape([]))
         opt.criterion = self._criterion or self._default_criterion(per_row)
         self._check_labels(opt.data.label_range, per_row)
-        opt.set_progress(False)
+        opt.set_progress(self.getProgress())
         ckpt_root = self._configure_validation(opt, val_df)
         own_root = ckpt_root is not None and self.getCheckpointPath() is None  # a temporary folder of ours
         try:
@@ -227,7 +229,7 @@ class NNClassifier(NNEstimator, NNClassifierParams):
                  featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
                  validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
                  earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager",
-                 badRows="error", inferenceBatchSize=256):
+                 progress=None, badRows="error", inferenceBatchSize=256):
         kwargs = self._input_kwargs
         super(NNEstimator, self).__init__()  # the Params chain, without NNEstimator's keyword handling
         self._init_estimator(kwargs)
@@ -237,8 +239,8 @@ class NNClassifier(NNEstimator, NNClassifierParams):
                   probabilityCol="probability", rawPredictionCol="rawPrediction", featureShape=None, batchSize=256,
                   maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None, validationFraction=0.0,
                   validationMetrics=("top1", "loss"), earlyStoppingMetric=None, earlyStoppingPatience=None,
-                  checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager", badRows="error",
-                  inferenceBatchSize=256):
+                  checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager", progress=None,
+                  badRows="error", inferenceBatchSize=256):
         return self._set(**self._input_kwargs)
 
     def _default_criterion(self, outputs_per_row):

@@ -77,6 +77,12 @@ def _sync(value):
     return value
 
 
+def _progress(value):
+    if value not in (None, True, False):
+        raise TypeError(f"progress: expected True, False or None (auto), received {value!r}")
+    return value
+
+
 def _optional_string(value):
     return None if value is None else TypeConverters.toString(value)
 
@@ -164,13 +170,15 @@ class NNTrainingParams(HasLabelCol, HasSeed):
                        _optional_positive_int("numPartitions"))
     sync = _p("sync", "gradient all-reduce: 'blockmanager' (Spark blocks), 'ring' (one barrier stage, TCP) "
                       "or 'auto' (chosen from model size and compute time)", _sync)
+    progress = _p("progress", "progress bar on the driver during fit: True, False or None (auto: on for a "
+                              "terminal or a Jupyter kernel)", _progress)
 
     def __init__(self):
         super().__init__()
         self._setDefault(labelCol="label", batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3,
                          schedule=None, validationFraction=0.0, validationMetrics=["top1", "loss"],
                          earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None,
-                         numPartitions=None, seed=0, sync="blockmanager")
+                         numPartitions=None, seed=0, sync="blockmanager", progress=None)
 
 
 def _accessors(cls, names):
@@ -185,4 +193,5 @@ def _accessors(cls, names):
 
 _accessors(NNTrainingParams, ["labelCol", "batchSize", "maxEpoch", "optimizer", "learningRate", "schedule",
                               "validationFraction", "validationMetrics", "earlyStoppingMetric",
-                              "earlyStoppingPatience", "checkpointPath", "numPartitions", "seed", "sync"])
+                              "earlyStoppingPatience", "checkpointPath", "numPartitions", "seed", "sync",
+                              "progress"])
