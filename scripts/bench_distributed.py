@@ -7,7 +7,7 @@ per-iteration split (compute, sync, data feed, overhead, bytes through the drive
 BigDL 2.4's figures measured on this machine are printed as anchors (BigDL itself
 is not run here).
 
-Task modes (issue 4): "core" is one task per core with single-threaded kernels
+Task modes: "core" is one task per core with single-threaded kernels
 (BigDL's default, 2 partitions); "executor" is one task per executor owning both
 cores (`spark.task.cpus=2`, `threads_per_task=2`, 1 partition), on its own session.
 

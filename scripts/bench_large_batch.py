@@ -1,4 +1,4 @@
-"""Large-batch study (issue 9): global batch 8192 with the recipe vs batch 256, MNIST test accuracy.
+"""Large-batch study: global batch 8192 with the recipe vs batch 256, MNIST test accuracy.
 
 For each model, two runs on the same data for the same number of epochs:
   - small: batch 256, momentum SGD 0.9, cosine-annealed lr (the tuned baseline);

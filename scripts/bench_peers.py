@@ -1,4 +1,4 @@
-"""Peers side by side in local[2] (issue 9): same model, data, global batch and epochs.
+"""Peers side by side in local[2]: same model, data, global batch and epochs.
 
 Systems: ours with the `ring` backend, ours with `blockmanager`, TorchDistributor
 (torch CPU, DDP over Gloo, local_mode=False, 2 processes) and, for the MLP case,

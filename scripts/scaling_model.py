@@ -1,4 +1,4 @@
-"""Scaling model (issue 9): one iteration's cost per sync backend, calibrated here, extrapolated to 512 nodes.
+"""Scaling model: one iteration's cost per sync backend, calibrated here, extrapolated to 512 nodes.
 
 Weak scaling: every node (one executor, one training task) keeps the same per-node
 batch, so an ideal cluster runs every iteration in the compute time and the

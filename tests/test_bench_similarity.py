@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_bench_issue9 import load_script
+from tests.test_bench_study_scripts import load_script
 
 pytestmark = pytest.mark.spark
 

@@ -162,7 +162,7 @@ def test_job_runs_with_python_m_and_spark_submit(images, lenet_dir, tmp_path):
 
 @pytest.mark.slow
 def test_bench_image_features_alternates_runs_and_compares_the_best_of_each():
-    from tests.test_bench_issue9 import run_script
+    from tests.test_bench_study_scripts import run_script
 
     lines = run_script("bench_image_features.py", "--images", "6", "--batch-size", "4", "--repeats", "2")
     runs, summary = lines[:-1], lines[-1]

@@ -1,4 +1,4 @@
-"""Issue 9's scripts run end to end with tiny sizes and print well-formed, consistent JSON lines."""
+"""The study scripts (peers, large batch, scaling model) run end to end with tiny sizes and print well-formed, consistent JSON lines."""
 import importlib.util
 import inspect
 import json
