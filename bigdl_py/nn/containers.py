@@ -1,5 +1,6 @@
 """Sequential: a chain of modules, the simplest container."""
 from bigdl_py.nn.module import Module, from_config, register
+from bigdl_py.nn.registry import class_ref
 
 
 @register
@@ -71,7 +72,7 @@ class Sequential(Module):
         return self
 
     def get_config(self):
-        return {"class_name": type(self).__name__,
+        return {**class_ref(type(self)),
                 "config": {"name": self.name, "layers": [m.get_config() for m in self._children.values()]}}
 
     @classmethod

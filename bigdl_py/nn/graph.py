@@ -15,6 +15,7 @@ import numpy as np
 from bigdl_py.kernels import activation as kact
 from bigdl_py.nn.layers._util import cached, fused_activation
 from bigdl_py.nn.module import Module, from_config, register
+from bigdl_py.nn.registry import class_ref
 
 
 class Node:
@@ -236,7 +237,7 @@ class Model(Module):
         layers = [{"name": names[id(n)], "layer": n.module.get_config(),
                    "inbound": [names[id(i)] for i in n.inputs], "multi": n.multi}
                   for n in self._order if not n.is_input]
-        return {"class_name": type(self).__name__, "config": {
+        return {**class_ref(type(self)), "config": {
             "name": self.name,
             "inputs": [{"name": k, "given_name": n.name, "shape": list(n.shape)}
                        for n, k in zip(self._input_nodes, self._input_names)],

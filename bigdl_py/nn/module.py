@@ -10,20 +10,7 @@ them, so the all-reduce and the optimizer work on contiguous slices.
 """
 import numpy as np
 
-_REGISTRY = {}
-
-
-def register(cls):
-    """Class decorator: make a Module subclass constructible from its config by name."""
-    _REGISTRY[cls.__name__] = cls
-    return cls
-
-
-def registered(name):
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ValueError(f"unknown layer class {name!r}; known classes: {known}")
-    return _REGISTRY[name]
+from bigdl_py.nn.registry import class_ref, register, registered  # noqa: F401 (layers import register from here)
 
 
 def _is_graph_node(x):
@@ -231,8 +218,8 @@ class Module:
             np.copyto(target, value, casting="unsafe")
 
     def get_config(self):
-        """{"class_name", "config"}: the architecture as JSON values, no weights, no code."""
-        return {"class_name": type(self).__name__, "config": dict(self.config, name=self.name)}
+        """{"class_name", "config"} (plus "module" for a class defined outside bigdl_py): JSON, no weights, no code."""
+        return {**class_ref(type(self)), "config": dict(self.config, name=self.name)}
 
     @classmethod
     def from_config(cls, config):
@@ -264,4 +251,5 @@ def from_config(config):
     """Rebuild any registered module from its get_config() dictionary."""
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"expected a layer config with 'class_name', received {config!r:.200}")
-    return registered(config["class_name"]).from_config(dict(config.get("config", {})))
+    cls = registered(config["class_name"], config.get("module"))
+    return cls.from_config(dict(config.get("config", {})))
