@@ -1,0 +1,67 @@
+"""The simulated multi-host cluster is what a real one is: separate addresses, no shared /tmp.
+
+These tests check the fixture itself (tests/multihost.py); training on it lives beside them.
+"""
+import json
+
+import pytest
+
+from tests.cluster_fixtures import Process
+from tests.multihost import MASTER_HOST, WORKER_HOSTS, isolated_hosts  # noqa: F401  (module-scoped fixture)
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
+JOB_TIMEOUT_S = 240
+
+
+def run_submitted(cluster, tmp_path, name, script, *args):
+    """spark-submit `script` to the cluster and return its last JSON line."""
+    proc = Process(cluster.submit_command(script, *args), tmp_path / f"{name}.log")
+    try:
+        code = proc.wait(JOB_TIMEOUT_S)
+        assert code == 0, f"{name} exited with {code}:\n{proc.log()[-4000:]}"
+        lines = [line for line in proc.log().splitlines() if line.startswith("{")]
+        assert lines, f"{name} printed no JSON line:\n{proc.log()[-4000:]}"
+        return json.loads(lines[-1])
+    finally:
+        proc.kill()
+
+
+def test_each_host_has_a_private_tmp_and_all_share_one_folder(isolated_hosts, tmp_path):
+    import os
+
+    probe = os.path.join(os.path.dirname(__file__), "multihost_probe.py")
+    seen = run_submitted(isolated_hosts, tmp_path, "probe", probe, isolated_hosts.shared, len(WORKER_HOSTS))
+    executors = sorted(seen["executors"], key=lambda r: r["rank"])
+    assert sorted(r["host"] for r in executors) == sorted(WORKER_HOSTS)  # one task per host
+    for r in executors:
+        assert r["private"] == [f"bigdl_py-isolation-{r['rank']}"], r  # its own marker, nobody else's
+        assert r["shared"] == [f"bigdl_py-isolation-{k}" for k in range(len(WORKER_HOSTS))], r
+        assert r["tempdir"] == "/tmp/python"
+    assert seen["driver_private"] == []  # the driver's /tmp holds none of the executors' files
+    assert sorted(os.listdir(isolated_hosts.shared)) == [f"bigdl_py-isolation-{k}" for k in range(3)]
+    assert isolated_hosts.url.startswith(f"spark://{MASTER_HOST}:")
+
+
+def train_on_hosts(cluster, tmp_path, sync, cache_root):
+    """scripts/distri_job.py (MLP, three uneven partitions) on the hosts; asserts the oracle's weights."""
+    from tests.cluster_fixtures import JOB
+    from tests.test_distri_clusters import assert_equals_oracle, job_args
+
+    args = job_args(tmp_path, iterations=8, sync=sync)
+    at = args.index("--cache-root") + 1
+    args[at] = cache_root
+    summary = run_submitted(cluster, tmp_path, f"train-{sync}", JOB, *args)
+    assert summary["last_step"] == 8 and summary["sync"] == sync
+    assert_equals_oracle(args, tmp_path / "weights.npy")
+
+
+@pytest.mark.parametrize("sync", ["blockmanager", "ring"])
+def test_training_with_a_shared_cache_folder_equals_the_local_oracle(isolated_hosts, tmp_path, sync):
+    train_on_hosts(isolated_hosts, tmp_path, sync, f"{isolated_hosts.shared}/cache-{sync}")
+
+
+@pytest.mark.xfail(strict=True, reason="converted partitions are files in a folder only the driver has; "
+                                       "they must reach the executors through Spark")
+@pytest.mark.parametrize("sync", ["blockmanager", "ring"])
+def test_training_with_the_default_cache_folder_equals_the_local_oracle(isolated_hosts, tmp_path, sync):
+    train_on_hosts(isolated_hosts, tmp_path, sync, str(tmp_path / "driver-only-cache"))
