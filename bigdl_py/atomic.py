@@ -4,20 +4,55 @@ A crash at any point leaves the old content or the new one under the target
 name (or, when a directory replaces another, possibly neither for an instant),
 never a half-written file that looks valid. Leftover temp names start with "."
 and contain ".tmp-" (see `is_temp_name`) so that listings of models or
-checkpoints can skip them.
+checkpoints can skip them. They also name the writing process and host
+(`.model.tmp-<pid>@<host>-<hex>`): the next `atomic_directory` write into the same
+folder deletes those whose process has died on this host.
 """
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
 
 import numpy as np
 
 
+_OWNED_TEMP = re.compile(r"\..+\.tmp-(?P<pid>[0-9]+)@(?P<host>.+)-[0-9a-f]{8}")
+
+
 def _temp_path(path):
     head, tail = os.path.split(os.path.abspath(path))
-    return os.path.join(head, f".{tail}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return os.path.join(head, f".{tail}.tmp-{os.getpid()}@{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_abandoned_temps(folder):
+    """Delete the temp files and folders in `folder` left by writes whose process died on this host.
+
+    Temps of live processes (writes in progress) and of other hosts (a shared mount) are kept.
+    """
+    host = socket.gethostname()
+    for name in os.listdir(folder):
+        owner = _OWNED_TEMP.fullmatch(name)
+        if owner is None or owner["host"] != host or _process_alive(int(owner["pid"])):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
 
 def is_temp_name(name):
@@ -87,11 +122,14 @@ def atomic_directory(path):
     `write_npz`. On success its files and
     the folder are fsynced and it replaces `path` (an existing directory at `path`
     is moved aside first and deleted after). On an exception the temp directory is
-    removed and `path` is untouched.
+    removed and `path` is untouched. Temps of killed earlier writes into the same
+    folder are deleted first (`remove_abandoned_temps`).
     """
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{path}: exists and is not a directory; refusing to replace it")
+    if os.path.isdir(os.path.dirname(path)):
+        remove_abandoned_temps(os.path.dirname(path))
     tmp = _temp_path(path)
     os.makedirs(tmp)
     try:

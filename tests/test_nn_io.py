@@ -94,6 +94,21 @@ def test_a_killed_writer_leaves_only_a_temp_dir_that_is_never_taken_for_the_mode
         assert atomic.is_temp_name(tmp) and not atomic.is_temp_name(str(target))
 
 
+def test_save_model_removes_temps_that_killed_writes_left_in_the_folder(tmp_path):
+    import socket
+    import subprocess
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    killed = tmp_path / f".model.tmp-{finished.pid}@{socket.gethostname()}-0123abcd"
+    killed.mkdir()
+    (killed / "weights.npz").write_bytes(b"half")
+    in_progress = tmp_path / f".model.tmp-{os.getpid()}@{socket.gethostname()}-4567abcd"
+    in_progress.mkdir()
+    save_model(small_model(), str(tmp_path / "model"))
+    assert sorted(os.listdir(tmp_path)) == sorted(["model", in_progress.name])
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda p: (p / "config.json").unlink(), "config.json: missing"),
     (lambda p: (p / "weights.npz").unlink(), "weights.npz: missing weights file"),

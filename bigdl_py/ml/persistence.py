@@ -4,9 +4,11 @@
     path/model/config.json     architecture (bigdl_py.nn.save_model)
     path/model/weights.npz     weights, read with allow_pickle=False
 
-Local paths (no scheme, or file://) are written directly and atomically; other
-schemes (hdfs://, s3a://, ...) go through the JVM's Hadoop FileSystem from a local
-temp folder.
+Local paths (no scheme, or file://) are written directly and atomically: the whole
+folder is built under a temp name beside `path` and then swapped in, so an
+overwrite keeps the old save loadable until the new one is complete. Other schemes
+(hdfs://, s3a://, ...) go through the JVM's Hadoop FileSystem from a local temp
+folder.
 """
 import os
 import shutil
@@ -15,6 +17,7 @@ from urllib.parse import urlparse
 
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
+from bigdl_py.atomic import atomic_directory
 from bigdl_py.nn.io import load_model, save_model
 
 MODEL_DIR = "model"
@@ -32,6 +35,14 @@ def _hadoop_fs(spark, path):
     jvm = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath, jvm
+
+
+def _on_local_filesystem(spark, path):
+    """The absolute local path Hadoop resolves `path` to, or None when it is on another filesystem."""
+    fs, hpath, _ = _hadoop_fs(spark, path)
+    if fs.getUri().getScheme() != "file":
+        return None
+    return fs.makeQualified(hpath).toUri().getPath()
 
 
 def _join(path, name):
@@ -74,6 +85,22 @@ class NNWriter(MLWriter):
     def __init__(self, instance):
         super().__init__()
         self.instance = instance
+
+    def save(self, path):
+        """Write to `path`; a local one is built beside it and swapped in whole (see atomic_directory).
+
+        pyspark's MLWriter.save with overwrite() deletes `path` before writing, which a
+        failed write would leave with no model at all; here the old save stays until
+        the new one is complete.
+        """
+        local = _on_local_filesystem(self.sparkSession, path)
+        if local is None:
+            super().save(path)
+            return
+        if os.path.exists(local) and not self.shouldOverwrite:
+            raise ValueError(f"{path}: already exists; use write().overwrite().save(path) to replace it")
+        with atomic_directory(local) as tmp:
+            self.saveImpl("file://" + tmp)
 
     def saveImpl(self, path):
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession.sparkContext,
