@@ -39,6 +39,7 @@ class BaseOptimizer:
         self.clip_norm = None
         self.clip_value = None
         self.log_path = None
+        self.tensorboard = None  # dict(log_dir, weights_every) once set
         self.progress = None  # None: auto (on for a terminal or a Jupyter kernel)
         self.history = []  # one dict per iteration (also written to the training log)
         self.early_stopping = None  # dict(metric, mode, best, best_epoch, since_best) once set
@@ -96,6 +97,34 @@ class BaseOptimizer:
         self.log_path = path
         return self
 
+    def set_tensorboard(self, log_dir, weights_every=10):
+        """Write TensorBoard event files under `log_dir`, from the driver (open with `tensorboard --logdir`).
+
+        Every iteration: train/loss, train/lr, train/samples_s (and for DistriOptimizer the
+        time split time/compute_ms, time/sync_ms, time/data_ms, time/overhead_ms); at each
+        validation: validation/<metric name>. Every `weights_every` iterations: the L2 norms
+        of the weights after the update and of the gradient it applied (norms/weights,
+        norms/gradients, and per parameter weights_norm/<name>, gradients_norm/<name>).
+        DistriOptimizer computes these sums of squares on the executors, where each slice's
+        summed gradient lives, and sends only one number per parameter to the driver.
+
+        Args:
+            log_dir: folder for the event files (on a cluster, one the driver can write).
+            weights_every: iterations between weight and gradient norms (a positive integer).
+
+        Example:
+            opt.set_tensorboard("output/tensorboard", weights_every=50)
+        """
+        if not isinstance(weights_every, (int, np.integer)) or isinstance(weights_every, bool) or weights_every < 1:
+            raise ValueError(f"weights_every: expected a positive integer (iterations between weight and "
+                             f"gradient norms), received {weights_every!r}")
+        self.tensorboard = dict(log_dir=str(log_dir), weights_every=int(weights_every))
+        return self
+
+    def norms_due(self, step):
+        """Whether the weight and gradient norms of `step` go to TensorBoard."""
+        return self.tensorboard is not None and step % self.tensorboard["weights_every"] == 0
+
     def set_progress(self, enabled):
         """Show a progress bar on the driver (iteration, loss, samples/s, ETA) on stderr.
 
@@ -134,15 +163,18 @@ class BaseOptimizer:
                              since_best=since_best)
 
     def open_outputs(self, step, epoch, iteration):
-        """The training log and progress bar of a run starting at (step, epoch, iteration); close() it."""
+        """The log, progress bar and TensorBoard writer of a run starting at (step, epoch, iteration); close() it."""
         return StepOutputs(self, step, epoch, iteration)
 
-    def finish_step(self, outputs, entry, epoch, step, epoch_finished, loss, score, validate):
+    def finish_step(self, outputs, entry, epoch, step, epoch_finished, loss, score, validate, norms=()):
         """Validate when the trigger fires, feed the score to the schedule, report the step to `outputs`.
 
+        norms: (step, weight squares, gradient squares) per parameter, for each step whose
+        norms are known now (see set_tensorboard).
         Returns (TrainingState, latest validation score) for the end and checkpoint triggers.
         """
         state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
+        scores = {}
         if self.validation and self.validation["trigger"](state):
             scores = validate()
             score = next(iter(scores.values()))
@@ -152,7 +184,9 @@ class BaseOptimizer:
             state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
             self.schedule.observe(score)
         self.history.append(entry)
-        outputs.write(entry)
+        outputs.write(entry, scores)
+        for known in norms:
+            outputs.write_norms(*known)
         return state, score
 
 

@@ -23,6 +23,7 @@ from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.base import (BaseOptimizer, TrainingError, metric_partials, metric_results, seed_for,
                                   sum_reduction)
 from bigdl_py.engine.sampling import PartitionedSampler
+from bigdl_py.engine.tensorboard import merged_squares, segment_squares
 from bigdl_py.nn.criterions import criterion_from_config
 from bigdl_py.nn.module import from_config
 from bigdl_py.optim.optimizers import optimizers_get
@@ -233,7 +234,7 @@ class DistriOptimizer(BaseOptimizer):
                     upcoming = compute_at(*next_pos)
                     lr = self.lr_at(step + 1, epoch)
                     update = _update_fn(self.optim_method.get_config(), lr, step + 1, boundaries, bounds,
-                                        self.clip_value)
+                                        self.clip_value, self.norms_due(step + 1))
                     reports, results = sync.step(compute, update, next_compute=upcoming)
                     wall = time.perf_counter() - t0
                     step += 1
@@ -242,22 +243,27 @@ class DistriOptimizer(BaseOptimizer):
                         raise TrainingError(f"step {step}: the loss is {loss} (training diverged); "
                                             f"the last good checkpoint is kept")
                     entry = self._timing(step, epoch, loss, lr, wall, reports, results)
+                    # The previous step's update ran in this step's job: its norms, if it computed them.
                     state, score = self.finish_step(
                         outputs, entry, epoch, step, epoch_finished, loss, score,
-                        lambda: self._validate(sync, run_id, model_config, criterion_config, bounds))
+                        lambda: self._validate(sync, run_id, model_config, criterion_config, bounds),
+                        norms_in(results))
                     done = bool(self.end_trigger(state))
                     user_ckpt = self.checkpoint and (done or self.checkpoint["trigger"](state))
                     if user_ckpt or step % self.lineage_every == 0:
                         root = self.checkpoint["path"] if user_ckpt else os.path.join(self.data.run_dir, "lineage")
                         path = self._write_checkpoint(sync, root, self.meta(step, *next_pos), bounds,
                                                       keep=self.checkpoint["keep"] if user_ckpt else 1)
+                        # Writing the checkpoint ran this step's update; the new start drops its results.
+                        _write_norms(outputs, sync.update_results())
                         sync.set_slices(_slices_from_checkpoint(path, self.optim_method.get_config()))
                     if done:
                         break
                 epoch, start_iter = (epoch + 1, 0) if not done else (epoch, start_iter)
+            model.parameters_flat()[0][:] = sync.collect_weights()
+            _write_norms(outputs, sync.update_results())  # the last update ran in that job
         finally:
             outputs.close()
-        model.parameters_flat()[0][:] = sync.collect_weights()
 
     def forward_seed_base(self, epoch, iteration):
         """forward_seed(epoch, iteration, p) = seed_for(base + [p]), computed on the executor."""
@@ -296,6 +302,11 @@ class DistriOptimizer(BaseOptimizer):
         tmp = ckpt.begin(root)
         sync.foreach_slice(lambda s, lo, hi, w, state: ckpt.write_slice(tmp, s, lo, hi, w, state))
         return ckpt.commit(tmp, root, dict(meta, slices=[list(b) for b in bounds]), self.model, keep=keep)
+
+
+def _write_norms(outputs, results):
+    for known in norms_in(results):
+        outputs.write_norms(*known)
 
 
 def _is_rdd(data):
@@ -382,21 +393,43 @@ def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, it
     return compute
 
 
-def apply_update(optim_config, weights, total, state, count, lr, step, boundaries, lo, hi, clip_value):
-    """One slice's optimizer step from its gradient SUM over `count` samples (both backends)."""
+def apply_update(optim_config, weights, total, state, count, lr, step, boundaries, lo, hi, clip_value,
+                 norms=False):
+    """One slice's optimizer step from its gradient SUM over `count` samples (both backends).
+
+    With `norms`, returns {start of each parameter in the slice: (sum of squares of its
+    weights after the update, of the gradient applied)}, else None.
+    """
+    segs = np.array([b - lo for b in boundaries if lo <= b < hi] + [hi - lo])
+    g = np.zeros_like(weights)
     if count:
         g = total / np.float32(count)
         if clip_value is not None:
             np.clip(g, clip_value[0], clip_value[1], out=g)
-        segs = np.array([b - lo for b in boundaries if lo <= b < hi] + [hi - lo])
         optimizers_get(optim_config).update(weights, g, state, lr, step, segs, offset=lo)
+    if norms:
+        starts = segs[:-1]
+        return dict(zip((lo + starts).tolist(), zip(segment_squares(weights, starts).tolist(),
+                                                      segment_squares(g, starts).tolist())))
+    return None
 
 
-def _update_fn(optim_config, lr, step, boundaries, bounds, clip_value):
+def norms_in(results):
+    """[merged_squares] of the slices' update results when that update computed norms, else []."""
+    if not results or "squares" not in results[0]:
+        return []
+    return [merged_squares(results[0]["step"], [r["squares"] for r in results])]
+
+
+def _update_fn(optim_config, lr, step, boundaries, bounds, clip_value, norms):
     def update(s, weights, state, total, count):
         t0 = time.perf_counter()
-        apply_update(optim_config, weights, total, state, count, lr, step, boundaries, *bounds[s], clip_value)
-        return weights, state, dict(update_s=time.perf_counter() - t0)
+        squares = apply_update(optim_config, weights, total, state, count, lr, step, boundaries, *bounds[s],
+                               clip_value, norms)
+        result = dict(update_s=time.perf_counter() - t0, step=step)
+        if norms:
+            result["squares"] = squares
+        return weights, state, result
 
     return update
 

@@ -11,6 +11,7 @@ import numpy as np
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.base import BaseOptimizer, TrainingError, metric_partials, metric_results, sum_reduction
 from bigdl_py.engine.sampling import PartitionedSampler
+from bigdl_py.engine.tensorboard import segment_squares
 from bigdl_py.optim.schedules import schedules_get
 
 
@@ -125,8 +126,12 @@ class LocalOptimizer(BaseOptimizer):
                     seconds = time.perf_counter() - t0
                     entry = dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=len(idx),
                                  samples_s=len(idx) / max(seconds, 1e-9))
+                    norms = ()
+                    if self.norms_due(step):  # the gradient this update applied (after clipping)
+                        starts = segments[:-1]
+                        norms = [(step, segment_squares(weights, starts), segment_squares(grads, starts))]
                     train_state, score = self.finish_step(outputs, entry, epoch, step, epoch_finished, loss, score,
-                                                          self.validate)
+                                                          self.validate, norms)
                     done = bool(self.end_trigger(train_state))
                     next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
                     if self.checkpoint and (done or self.checkpoint["trigger"](train_state)):

@@ -31,6 +31,7 @@ from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine import ring_control as control
 from bigdl_py.engine.base import TrainingError, metric_results
 from bigdl_py.engine.ring_worker import ring_task
+from bigdl_py.engine.tensorboard import merged_squares
 
 TOKEN_BYTES = 32
 # Failures a restart can cure: a peer, the driver link or an executor went away.
@@ -264,7 +265,8 @@ class RingDriver:
             lr = self.lrs[step + 1] if replay else opt.lr_at(step + 1, epoch)
             received = session.received
             t0 = time.perf_counter()
-            stats = session.all(("step", dict(step=step + 1, epoch=epoch, iteration=i, lr=lr)))
+            stats = session.all(("step", dict(step=step + 1, epoch=epoch, iteration=i, lr=lr,
+                                              norms=opt.norms_due(step + 1))))
             wall = time.perf_counter() - t0
             step += 1
             epoch_finished = i == sampler.iterations_per_epoch - 1
@@ -288,8 +290,9 @@ class RingDriver:
                                      data=max(s["data_s"] for s in stats),
                                      sync=max(s["sync_s"] for s in stats),
                                      driver_bytes=session.received - received)
+            norms = [merged_squares(step, [s["squares"] for s in stats])] if "squares" in stats[0] else []
             state, self.score = opt.finish_step(outputs, entry, epoch, step, epoch_finished, loss, self.score,
-                                                lambda: self._validate(session))
+                                                lambda: self._validate(session), norms)
             self.logged = step
             done = bool(opt.end_trigger(state))
             self.finished = step if done else None

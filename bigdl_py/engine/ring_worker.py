@@ -172,15 +172,18 @@ class RingWorker:
         t2 = time.perf_counter()
         self._reduce_scatter(pending)
         t3 = time.perf_counter()
-        self._update(cmd["lr"], cmd["step"], sampler_count(sampler, iteration))
+        squares = self._update(cmd["lr"], cmd["step"], sampler_count(sampler, iteration), cmd["norms"])
         t4 = time.perf_counter()
         if self.use_ring:
             ring.ring_all_gather(self.peers, self.weights, cfg["chunks"])
         else:
             ring.butterfly_all_gather(self.peers, self.weights, cfg["chunks"])
         t5 = time.perf_counter()
-        return dict(loss_sum=loss_sum, count=count, compute_s=compute_s, data_s=data_s,
-                    sync_s=t5 - t2, update_s=t4 - t3)  # sync includes the update, as in the block-manager path
+        stats = dict(loss_sum=loss_sum, count=count, compute_s=compute_s, data_s=data_s,
+                     sync_s=t5 - t2, update_s=t4 - t3)  # sync includes the update, as in the block-manager path
+        if cmd["norms"]:
+            stats["squares"] = squares
+        return stats
 
     def _backward_overlapped(self, xb, grad_out):
         """Backward layer by layer; each finished bucket goes to the comm thread at once."""
@@ -207,14 +210,17 @@ class RingWorker:
         if self.comm.error is not None:
             raise self.comm.error
 
-    def _update(self, lr, step, count):
+    def _update(self, lr, step, count, norms):
+        """Update the owned slices; with `norms`, return their {parameter start: (weight, gradient squares)}."""
         from bigdl_py.engine.distri import apply_update
 
         cfg = self.cfg
+        squares = {}
         for s in self.owned:
             lo, hi = cfg["bounds"][s]
-            apply_update(cfg["optim_config"], self.weights[lo:hi], self.grads[lo:hi], self.state[s],
-                         count, lr, step, cfg["boundaries"], lo, hi, cfg["clip_value"])
+            squares.update(apply_update(cfg["optim_config"], self.weights[lo:hi], self.grads[lo:hi], self.state[s],
+                                        count, lr, step, cfg["boundaries"], lo, hi, cfg["clip_value"], norms) or {})
+        return squares
 
     def validate(self):
         v = self.cfg["validation"]

@@ -64,6 +64,8 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
         earlyStoppingPatience (epochs without improvement; the best epoch's weights
         are kept), checkpointPath, numPartitions, seed, sync, badRows ("error" | "skip",
         for fit and transform), inferenceBatchSize, predictionCol.
+        tensorboardDir: a folder for TensorBoard event files of fit (loss, lr, time split,
+            validation metrics, weight and gradient norms; see DistriOptimizer.set_tensorboard).
         progress: a progress bar on the driver during fit (True, False, or None:
             auto, on when stderr is a terminal or in a Jupyter kernel).
     """
@@ -73,7 +75,8 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
                  predictionCol="prediction", featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam",
                  learningRate=1e-3, schedule=None, validationFraction=0.0, validationMetrics=("top1", "loss"),
                  earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None, numPartitions=None,
-                 seed=0, sync="blockmanager", progress=None, badRows="error", inferenceBatchSize=256):
+                 seed=0, sync="blockmanager", tensorboardDir=None, progress=None, badRows="error",
+                 inferenceBatchSize=256):
         super().__init__()
         self._init_estimator(self._input_kwargs)
 
@@ -93,7 +96,7 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
                   batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
                   validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
                   earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager",
-                  progress=None, badRows="error", inferenceBatchSize=256):
+                  tensorboardDir=None, progress=None, badRows="error", inferenceBatchSize=256):
         return self._set(**self._input_kwargs)
 
     def getModel(self):
@@ -137,6 +140,8 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
         opt.criterion = self._criterion or self._default_criterion(per_row)
         self._check_labels(opt.data.label_range, per_row)
         opt.set_progress(self.getProgress())
+        if self.getTensorboardDir() is not None:
+            opt.set_tensorboard(self.getTensorboardDir())
         ckpt_root = self._configure_validation(opt, val_df)
         own_root = ckpt_root is not None and self.getCheckpointPath() is None  # a temporary folder of ours
         try:
@@ -229,7 +234,7 @@ class NNClassifier(NNEstimator, NNClassifierParams):
                  featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
                  validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
                  earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager",
-                 progress=None, badRows="error", inferenceBatchSize=256):
+                 tensorboardDir=None, progress=None, badRows="error", inferenceBatchSize=256):
         kwargs = self._input_kwargs
         super(NNEstimator, self).__init__()  # the Params chain, without NNEstimator's keyword handling
         self._init_estimator(kwargs)
@@ -239,8 +244,8 @@ class NNClassifier(NNEstimator, NNClassifierParams):
                   probabilityCol="probability", rawPredictionCol="rawPrediction", featureShape=None, batchSize=256,
                   maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None, validationFraction=0.0,
                   validationMetrics=("top1", "loss"), earlyStoppingMetric=None, earlyStoppingPatience=None,
-                  checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager", progress=None,
-                  badRows="error", inferenceBatchSize=256):
+                  checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager", tensorboardDir=None,
+                  progress=None, badRows="error", inferenceBatchSize=256):
         return self._set(**self._input_kwargs)
 
     def _default_criterion(self, outputs_per_row):
@@ -255,7 +260,14 @@ class NNClassifier(NNEstimator, NNClassifierParams):
 
 
 class NNRegressor(NNEstimator):
-    """An NNEstimator with MSELoss by default; prediction is a double (one output) or a vector."""
+    """An NNEstimator with MSELoss by default; prediction is a double (one output) or a vector.
+
+    validationMetrics default to ["loss", "mae"]: accuracy-type metrics need class labels.
+    """
+
+    def _init_estimator(self, kwargs):
+        self._setDefault(validationMetrics=["loss", "mae"])
+        super()._init_estimator(kwargs)
 
     def _default_criterion(self, outputs_per_row):
         return MSELoss()

@@ -170,6 +170,8 @@ class NNTrainingParams(HasLabelCol, HasSeed):
                        _optional_positive_int("numPartitions"))
     sync = _p("sync", "gradient all-reduce: 'blockmanager' (Spark blocks), 'ring' (one barrier stage, TCP) "
                       "or 'auto' (chosen from model size and compute time)", _sync)
+    tensorboardDir = _p("tensorboardDir", "folder for TensorBoard event files of fit (None: none written)",
+                        _optional_string)
     progress = _p("progress", "progress bar on the driver during fit: True, False or None (auto: on for a "
                               "terminal or a Jupyter kernel)", _progress)
 
@@ -178,7 +180,8 @@ class NNTrainingParams(HasLabelCol, HasSeed):
         self._setDefault(labelCol="label", batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3,
                          schedule=None, validationFraction=0.0, validationMetrics=["top1", "loss"],
                          earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None,
-                         numPartitions=None, seed=0, sync="blockmanager", progress=None)
+                         numPartitions=None, seed=0, sync="blockmanager", tensorboardDir=None,
+                         progress=None)
 
 
 def _accessors(cls, names):
@@ -194,4 +197,4 @@ def _accessors(cls, names):
 _accessors(NNTrainingParams, ["labelCol", "batchSize", "maxEpoch", "optimizer", "learningRate", "schedule",
                               "validationFraction", "validationMetrics", "earlyStoppingMetric",
                               "earlyStoppingPatience", "checkpointPath", "numPartitions", "seed", "sync",
-                              "progress"])
+                              "tensorboardDir", "progress"])

@@ -206,6 +206,15 @@ class BlockManagerAllReduce:
         self.D = reduced.mapPartitions(run).partitionBy(self.width, slice_id)
         self._results = results
 
+    def update_results(self):
+        """[result of each slice] of the update that produced the current weights, once a job ran it.
+
+        None at a start (set_slices) or while that update is still pending.
+        """
+        if self._results is None or len(self._results.value) < self.num_slices:
+            return None
+        return [self._results.value[s] for s in range(self.num_slices)]
+
     def foreach_slice(self, fn):
         """Run fn(s, start, stop, weights, state) on each slice's executor (checkpoints)."""
         bounds = self.bounds
