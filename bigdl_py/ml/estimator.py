@@ -14,6 +14,7 @@ from pyspark.ml import Estimator
 
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.distri import DistriOptimizer
+from bigdl_py.ml.labels import check_label_type
 from bigdl_py.ml.model import NNClassificationModel, NNModel
 from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams, NNTrainingParams
 from bigdl_py.ml.persistence import NNPersistable
@@ -121,6 +122,9 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
     def _fit(self, df):
         if self._module is None:
             raise ValueError(f"{type(self).__name__}: no model to train; pass model=<Module>")
+        for frame in (df, self._validation_df):
+            if frame is not None:
+                check_label_type(frame, self.getLabelCol())
         module = model_from_bytes(*model_to_bytes(self._module))  # train a copy
         train_df, val_df = self._split(df)
         # The default criterion depends on the model's output width, known once the data is converted.
