@@ -10,13 +10,15 @@
    EfficientNet embeddings, an LSH baseline, online query latency.
 4. Risk scoring on the credit_data table: a network with embeddings vs MLlib baselines.
 
-Everything lands under --output (Parquet, JSON summaries, PNG plots, index.html);
+Everything lands under --output (Parquet, JSON summaries, PNG plots, TensorBoard event
+files of the LeNet-5 training under tensorboard/, index.html);
 a summary table is printed at the end. `--quick` runs the same on small subsets.
 """
 import argparse
 import html
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -25,6 +27,8 @@ from bigdl_py.atomic import atomic_write_bytes, atomic_write_json
 
 # Pixel normalisation of the LeNet-5 we train; the similarity and image pipelines reuse it.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+# The LeNet-5 training's TensorBoard event files, under --output.
+TENSORBOARD_DIR = "tensorboard"
 
 
 def _log(message):
@@ -61,6 +65,9 @@ def train_lenet5(spark, out, args):
                                 num_partitions=partitions)
     optimizer.set_validation(test_df, [Top1Accuracy(), Loss()], trigger=EveryEpoch())
     optimizer.set_training_log(os.path.join(out, "training_log.jsonl"))
+    board = os.path.join(out, TENSORBOARD_DIR)
+    shutil.rmtree(board, ignore_errors=True)  # a rerun replaces the curves instead of overlaying them
+    optimizer.set_tensorboard(os.path.join(board, "lenet5"), weights_every=20)
     started = time.perf_counter()
     model = optimizer.optimize()
     seconds = time.perf_counter() - started
@@ -184,12 +191,26 @@ def write_index(out, results, rows):
     pngs = [p for p in links if p.endswith(".png")]
     table = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td>"
                     f"<td>{html.escape(str(c))}</td></tr>" for a, b, c in rows)
+    plots = "".join(f'<p>{html.escape(p)}<br><img src="{html.escape(p)}" width=480></p>' for p in pngs)
     body = (f"<h1>bigdl_py main job</h1><table border=1 cellpadding=4>{table}</table>"
-            "<h2>Plots</h2>" + "".join(f'<p>{html.escape(p)}<br><img src="{html.escape(p)}" width=480></p>' for p in pngs)
+            + _tensorboard_note(out) + "<h2>Plots</h2>" + plots
             + "<h2>Files</h2><ul>" + "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a></li>'
                                              for p in links) + "</ul>")
     page = f"<!doctype html><html><head><meta charset=utf-8><title>bigdl_py</title></head><body>{body}</body></html>"
     atomic_write_bytes(os.path.join(out, "index.html"), page.encode("utf-8"))
+
+
+def _tensorboard_note(out):
+    """How to open the training's TensorBoard event files, when the run wrote them."""
+    board = os.path.join(out, TENSORBOARD_DIR)
+    if not os.path.isdir(board):
+        return ""
+    return ("<h2>TensorBoard</h2><p>The LeNet-5 training's curves (loss, learning rate, samples/s, "
+            "compute/sync/data/overhead time, validation metrics, weight and gradient norms) are in "
+            f'<a href="{TENSORBOARD_DIR}/">{TENSORBOARD_DIR}/</a>. Open them with '
+            f"<code>tensorboard --logdir {html.escape(board)}</code> (from the repository after "
+            f"<code>make run</code>: <code>tensorboard --logdir output/{TENSORBOARD_DIR}</code>; "
+            "<code>pip install tensorboard</code> if it is missing), then browse http://localhost:6006.</p>")
 
 
 def parse_args(argv=None):

@@ -27,3 +27,18 @@ def test_main_job_quick_runs_every_pipeline(tmp_path):
     index = (out / "index.html").read_text()
     for linked in ("summary.json", "risk_scoring/roc.png", "similarity/mnist/grid.png", "training_log.jsonl"):
         assert linked in index
+    assert list((out / "tensorboard" / "lenet5").glob("events.out.tfevents.*"))
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in index
+
+
+def test_index_says_how_to_open_the_tensorboard_files_when_there_are_some(tmp_path):
+    from bigdl_py.main import write_index
+
+    rows = [("LeNet-5", "test accuracy", 0.9)]
+    write_index(str(tmp_path), {}, rows)
+    assert "tensorboard --logdir" not in (tmp_path / "index.html").read_text()
+    (tmp_path / "tensorboard" / "lenet5").mkdir(parents=True)
+    write_index(str(tmp_path), {}, rows)
+    index = (tmp_path / "index.html").read_text()
+    assert f"tensorboard --logdir {tmp_path / 'tensorboard'}" in index
+    assert "tensorboard --logdir output/tensorboard" in index and '<a href="tensorboard/">' in index
