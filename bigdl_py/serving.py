@@ -22,6 +22,7 @@ import numpy as np
 from bigdl_py.data.partitions import arrow_feature_matrix
 from bigdl_py.nn.io import load_model
 from bigdl_py.nn.module import Module, from_config
+from bigdl_py.nn.registry import check_importable_by_name
 from bigdl_py.worker_heap import settle_heap
 
 _MODELS = {}  # per Python worker: broadcast key -> Module in eval mode
@@ -54,6 +55,7 @@ class ModelBroadcast:
 
     def __init__(self, sc, model):
         config_json, weights = model_to_bytes(model)
+        check_importable_by_name(model)
         self.key = uuid.uuid4().hex
         self._broadcast = sc.broadcast((config_json, weights))
 

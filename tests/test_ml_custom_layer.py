@@ -64,3 +64,32 @@ def test_custom_layer_on_a_local_cluster_with_executor_processes_of_its_own(tmp_
     assert_trained_and_predicted(result["shipped"])
     assert result["unshipped"] is not None, "a run whose layer module was not shipped succeeded"
     assert_names_class_module_and_shipping(result["unshipped"], unshipped)
+
+
+@pytest.fixture
+def main_layer():
+    """A registered layer class that says it was defined in __main__, as a notebook's would."""
+    from bigdl_py.nn import Module, register
+    from bigdl_py.nn.registry import _REGISTRY
+
+    name = f"MainScale{new_tag()}"
+    cls = register(type(name, (Module,), {"__module__": "__main__",
+                                          "forward": lambda self, x: x, "backward": lambda self, x, g: g}))
+    yield cls
+    _REGISTRY.pop(name)
+
+
+def test_layer_defined_in_main_fails_on_the_driver_before_anything_is_shipped(spark, main_layer):
+    from bigdl_py.ml import NNClassifier, make_predict_fn
+    from bigdl_py.nn import Linear, Sequential
+    from bigdl_py.serving import ModelBroadcast
+
+    model = Sequential(Linear(4, 2), main_layer())
+    expected = rf"'{main_layer.__name__}' was defined in __main__ .*move the class into a module file.*addPyFile"
+    df = spark.createDataFrame([([0.0] * 4, 0.0)], "features array<double>, label double")
+    with pytest.raises(ValueError, match=expected):
+        NNClassifier(model=model).fit(df)
+    with pytest.raises(ValueError, match=expected):
+        make_predict_fn(model)
+    with pytest.raises(ValueError, match=expected):
+        ModelBroadcast(spark.sparkContext, model)

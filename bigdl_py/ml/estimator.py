@@ -22,6 +22,7 @@ from bigdl_py.nn.criterions import BCEWithLogitsLoss, Criterion, CrossEntropyLos
 from bigdl_py.nn.containers import Sequential
 from bigdl_py.nn.layers import Reshape
 from bigdl_py.nn.module import Module
+from bigdl_py.nn.registry import check_importable_by_name
 from bigdl_py.optim.metrics import metrics_get
 from bigdl_py.optim.optimizers import optimizers_get
 from bigdl_py.optim.schedules import schedules_get
@@ -122,6 +123,7 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
     def _fit(self, df):
         if self._module is None:
             raise ValueError(f"{type(self).__name__}: no model to train; pass model=<Module>")
+        check_importable_by_name(self._module)
         for frame in (df, self._validation_df):
             if frame is not None:
                 check_label_type(frame, self.getLabelCol())

@@ -3,6 +3,7 @@ import uuid
 
 import numpy as np
 
+from bigdl_py.nn.registry import check_importable_by_name
 from bigdl_py.serving import model_from_bytes, model_to_bytes, predict
 
 _BUILT = {}  # per Python worker: id of the shipped bytes -> Module in eval mode
@@ -26,6 +27,7 @@ def make_predict_fn(model, feature_shape=None, batch_size=256):
         df.withColumn("logits", logits("features"))
     """
     config, weights = model_to_bytes(model)
+    check_importable_by_name(model)
     key = uuid.uuid4().hex
     shape = None if feature_shape is None else tuple(np.atleast_1d(feature_shape).tolist())
 

@@ -42,14 +42,28 @@ def registered(name, module=None):
     return _REGISTRY[name]
 
 
+def check_importable_by_name(model):
+    """ValueError, before anything is shipped, when a layer class of `model` lives in __main__.
+
+    Another process (a Spark executor) rebuilds the model by importing each class's module,
+    and a script's or notebook's __main__ is not importable there.
+    """
+    for _, module in model.named_modules():
+        if type(module).__module__ == "__main__":
+            raise ValueError(_defined_in_main(type(module).__name__))
+
+
+def _defined_in_main(name):
+    return (f"layer class {name!r} was defined in __main__ (a script or notebook), which cannot be imported in "
+            f"another process (e.g. a Spark executor); move the class into a module file, import it from there, "
+            f"and ship that file with sc.addPyFile(path) or spark-submit --py-files")
+
+
 def _import_defining_module(name, module):
     if not isinstance(module, str) or not _MODULE_NAME.fullmatch(module):
         raise ValueError(f"layer class {name!r}: expected a dotted module name in its config, received {module!r}")
     if module == "__main__":
-        raise ValueError(
-            f"layer class {name!r} was defined in __main__ (a script or notebook), which cannot be imported in "
-            f"this process (e.g. a Spark executor); move the class into a module file, import it from there, "
-            f"and ship that file with sc.addPyFile(path) or spark-submit --py-files")
+        raise ValueError(_defined_in_main(name))
     top = module.split(".")[0]
     try:
         importlib.invalidate_caches()  # a file shipped after this process started is on sys.path now
