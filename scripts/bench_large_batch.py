@@ -133,7 +133,7 @@ def distributed_check(data, batch, iterations, settings, epochs):
         t = time.perf_counter()
         distributed = opt.optimize().parameters_flat()[0].copy()
         wall = time.perf_counter() - t
-        parts = [load_partition(opt.data.run_dir, p, (28, 28, 1)) for p in range(opt.data.num_partitions)]
+        parts = [load_partition(opt.data.location, p, (28, 28, 1)) for p in range(opt.data.num_partitions)]
     finally:
         spark.stop()
     method, lr, schedule, _ = training(zoo.lenet5(seed=0), True, batch, steps, epochs, settings)

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.spark
 
 
 def all_rows(data):
-    parts = [load_partition(data.run_dir, p, data.feature_shape) for p in range(data.num_partitions)]
+    parts = [load_partition(data.location, p, data.feature_shape) for p in range(data.num_partitions)]
     return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 

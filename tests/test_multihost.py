@@ -60,8 +60,6 @@ def test_training_with_a_shared_cache_folder_equals_the_local_oracle(isolated_ho
     train_on_hosts(isolated_hosts, tmp_path, sync, f"{isolated_hosts.shared}/cache-{sync}")
 
 
-@pytest.mark.xfail(strict=True, reason="converted partitions are files in a folder only the driver has; "
-                                       "they must reach the executors through Spark")
 @pytest.mark.parametrize("sync", ["blockmanager", "ring"])
 def test_training_with_the_default_cache_folder_equals_the_local_oracle(isolated_hosts, tmp_path, sync):
     train_on_hosts(isolated_hosts, tmp_path, sync, str(tmp_path / "driver-only-cache"))

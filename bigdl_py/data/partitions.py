@@ -1,39 +1,82 @@
 """Training data on executors: DataFrame -> Arrow -> numpy, converted once per partition.
 
-`materialize_dataframe` runs one Spark job that converts every partition through
-Arrow (`mapInArrow`, no Python row objects) into a float32 feature matrix and a
-label vector, checks them (nulls, wrong length, NaN/Inf) and writes them as `.npy`
-files under a per-run folder on the executor's disk. Training tasks then map those
-files (`np.load(mmap_mode="r")`, shared by all Python workers of the machine through
-the page cache) instead of deserialising the partition again every iteration.
-Bad rows are counted per column and cause, and either fail the run (policy
-"error", the default) or are dropped and reported (policy "skip").
+`materialize_dataframe` runs one Spark job. Its first stage converts every partition
+through Arrow (`mapInArrow`, no Python row objects) into float32 feature chunks and
+labels, checking them (nulls, wrong length, NaN/Inf); the chunks are keyed by their
+partition p and shuffled, once, into partition p of an RDD partitioned by key (so it
+co-partitions with the all-reduce's shuffles). Its second stage writes each
+partition's arrays as `.npy` files into a cache folder on the executor that runs it and
+keeps a tiny persisted "token" per partition. Training tasks union the tokens into their
+own partition: Spark then schedules partition p where its token (and so its files) lives,
+and when an executor is lost its tokens are recomputed from the shuffle (or from the
+DataFrame's lineage) inside the task that needs them, which rewrites the files on that
+executor. Nothing is read by a path another host wrote; the files are only a cache,
+mapped (`np.load(mmap_mode="r")`) instead of deserialised again every iteration.
+Bad rows are counted per column and cause, and either fail the run (policy "error",
+the default) or are dropped and reported (policy "skip").
 """
 import os
 import tempfile
 import uuid
+from collections import namedtuple
 
 import numpy as np
 
 from bigdl_py.atomic import atomic_write_bytes
 
 POLICIES = ("error", "skip")
-_LOADED = {}  # (run_dir, partition) -> (x, y), per Python worker
+# Features per shuffled record: small records keep the JVM's copies of them (Arrow, rows, pickles) small.
+CHUNK_BYTES = 4 << 20
+_LOADED = {}  # (folder, partition) -> (x, y), per Python worker
+
+
+def by_key(key):
+    """Identity partitioner: key k goes to partition k. One function object, so RDDs partitioned
+    with it (the data tokens, the all-reduce's shuffles) compare equal and their unions stay narrow."""
+    return key
+
+
+class DataLocation(namedtuple("DataLocation", "cache_root run_id")):
+    """Where a run's converted partitions are cached: `cache_root` (None: the temp folder of
+    whichever process asks) / `run_id`. Resolved on each executor, never a driver's path."""
+
+    def folder(self):
+        return os.path.join(self.cache_root or default_cache_root(), self.run_id)
 
 
 class PartitionedData:
-    """Where the converted partitions live and what the conversion found."""
+    """What the conversion found and the RDDs that bring each partition to the task that trains on it.
 
-    def __init__(self, run_dir, sizes, bad, feature_shape, label_range):
-        self.run_dir = run_dir
+    Attributes:
+        location: the DataLocation of the executor-side cache files.
+        sizes: rows per partition (after dropped bad rows).
+        tokens: persisted RDD with `key_partitions` partitions under `by_key`; partition p
+            (p < P) holds one record (p, ("data", stats)) whose computation wrote p's files.
+        keyed: the shuffled chunks the tokens are made from, (p, ("chunk", i, x, y)) records
+            in partition p: a source for other partitionings (the ring's ranks).
+    """
+
+    def __init__(self, location, sizes, bad, feature_shape, label_range, tokens=None, keyed=None):
+        self.location = location
         self.sizes = sizes
         self.bad = bad  # {cause: count}
         self.feature_shape = feature_shape
         self.label_range = label_range  # (min, max) over kept rows, or None
+        self.tokens = tokens
+        self.keyed = keyed
 
     @property
     def num_partitions(self):
         return len(self.sizes)
+
+    @property
+    def key_partitions(self):
+        return self.tokens.getNumPartitions()
+
+    @property
+    def run_dir(self):
+        """The cache folder as this process sees it (on one machine, the executors' too)."""
+        return self.location.folder()
 
 
 def default_cache_root():
@@ -70,6 +113,7 @@ def _feature_array_column(df, features_col):
 
 
 BAD_FEATURE_CAUSES = ("null_features", "wrong_length", "non_finite")
+BAD_CAUSES = BAD_FEATURE_CAUSES + ("null_label",)
 
 
 def _list_to_matrix(arr, width):
@@ -187,14 +231,18 @@ def describe_bad_rows(column, counts, width):
             f"per row)")
 
 
-def _convert_partition(batches, run_dir, width, policy, has_label):
-    """Arrow batches of one partition -> checked float32 arrays written to run_dir."""
-    import pyarrow as pa
+def convert_partition(batches, width, policy, has_label):
+    """Arrow batches of one partition -> its checked float32 chunks, then its statistics.
+
+    Yields (p, ("chunk", i, x, y)) per CHUNK_BYTES of features and last (p, ("stats", {...})),
+    p being this task's partition. With policy "error" the chunks after the first bad row are left out
+    (the run fails on the statistics anyway).
+    """
     from pyspark import TaskContext
 
     p = TaskContext.get().partitionId()
-    xs, ys = [], []
-    bad = dict(null_features=0, wrong_length=0, non_finite=0, null_label=0)
+    bad = dict.fromkeys(BAD_CAUSES, 0)
+    rows, chunk, label_min, label_max = 0, 0, np.inf, -np.inf
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -203,6 +251,7 @@ def _convert_partition(batches, run_dir, width, policy, has_label):
         for cause, mask in causes.items():
             bad[cause] += int(mask.sum())
             keep &= ~mask
+        y = np.zeros(0, np.float64)
         if has_label:
             label = batch.column("label")
             label_null = np.asarray(label.is_null(), dtype=bool)
@@ -211,22 +260,138 @@ def _convert_partition(batches, run_dir, width, policy, has_label):
             y = np.asarray(label.fill_null(0), dtype=np.float64)
             bad["non_finite"] += int((keep & ~np.isfinite(y)).sum())
             keep &= np.isfinite(y)
-            ys.append(y[keep])
-        xs.append(x[keep])
-    x = np.concatenate(xs) if xs else np.zeros((0, width), np.float32)
-    y = np.concatenate(ys) if ys else np.zeros(0, np.float64)
-    if policy == "skip" or not any(bad.values()):
-        atomic_write_bytes(os.path.join(run_dir, f"part-{p:05d}-x.npy"), lambda f: np.save(f, x))
-        atomic_write_bytes(os.path.join(run_dir, f"part-{p:05d}-y.npy"), lambda f: np.save(f, y))
-    label_min = float(y.min()) if y.size else np.nan
-    label_max = float(y.max()) if y.size else np.nan
-    yield pa.RecordBatch.from_pylist([dict(partition=p, rows=len(x), label_min=label_min,
-                                           label_max=label_max, **bad)])
+            y = y[keep]
+            if y.size:
+                label_min, label_max = min(label_min, float(y.min())), max(label_max, float(y.max()))
+        rows += int(keep.sum())
+        if policy == "skip" or not any(bad.values()):
+            x = x[keep]
+            step = max(1, CHUNK_BYTES // (4 * max(width, 1)))
+            for lo in range(0, len(x), step):
+                yield p, ("chunk", chunk, np.ascontiguousarray(x[lo:lo + step]), y[lo:lo + step])
+                chunk += 1
+    finite = rows and has_label
+    yield p, ("stats", dict(partition=p, rows=rows, label_min=label_min if finite else np.nan,
+                            label_max=label_max if finite else np.nan, **bad))
+
+
+def _write_partition(location, width, has_label):
+    """The token stage: gather partition p's chunks, write its files into this executor's cache."""
+    def write(p, records):
+        chunks, stats = [], None
+        for _, record in records:
+            if record[0] == "chunk":
+                chunks.append(record[1:])
+            else:
+                stats = record[1]
+        if stats is None:  # a key partition past the last data partition
+            return
+        chunks.sort(key=lambda c: c[0])
+        x = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0, width), np.float32)
+        y = np.concatenate([c[2] for c in chunks]) if chunks else np.zeros(0, np.float64)
+        store_partition(location.folder(), p, x, y)
+        yield p, ("data", stats)
+    return write
+
+
+def store_partition(folder, p, x, y):
+    """Write partition p's arrays into `folder` (created if needed), atomically."""
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.join(folder, f"part-{p:05d}")
+    atomic_write_bytes(base + "-x.npy", lambda f: np.save(f, x))
+    atomic_write_bytes(base + "-y.npy", lambda f: np.save(f, y))
+    _LOADED.pop((folder, p), None)
+
+
+def _arrow_chunks(data, width, policy, has_label):
+    """The converted chunks of a DataFrame as an RDD of (p, record) pairs, through Arrow.
+
+    mapInArrow yields Arrow rows; each carries one chunk's raw float32/float64 bytes (or the
+    statistics) and is decoded back into arrays on the Python side of the shuffle.
+    """
+    import json
+
+    import pyarrow as pa
+
+    arrow_schema = pa.schema([("partition", pa.int64()), ("chunk", pa.int64()), ("rows", pa.int64()),
+                              ("x", pa.binary()), ("y", pa.binary()), ("stats", pa.string())])
+
+    def encode(batches):
+        for p, record in convert_partition(batches, width, policy, has_label):
+            if record[0] == "chunk":
+                row = dict(partition=p, chunk=record[1], rows=len(record[2]), x=record[2].tobytes(),
+                           y=record[3].tobytes(), stats=None)
+            else:
+                row = dict(partition=p, chunk=-1, rows=0, x=b"", y=b"", stats=json.dumps(record[1]))
+            yield pa.RecordBatch.from_pylist([row], schema=arrow_schema)
+
+    def decode(row):
+        if row.stats is not None:
+            return row.partition, ("stats", json.loads(row.stats))
+        x = np.frombuffer(row.x, dtype=np.float32).reshape(row.rows, width)
+        return row.partition, ("chunk", row.chunk, x, np.frombuffer(row.y, dtype=np.float64))
+
+    schema = "partition long, chunk long, rows long, x binary, y binary, stats string"
+    return data.mapInArrow(encode, schema).rdd.map(decode)
+
+
+def materialize_keyed(chunks, key_partitions, cache_root, width, feature_shape, policy, has_label, source):
+    """Shuffle the (p, record) chunks into partition p, write each partition's cache files on the
+    executor that gets it and keep its token (one Spark job); returns PartitionedData."""
+    location = DataLocation(cache_root, f"run-{uuid.uuid4().hex}")
+    keyed = chunks.partitionBy(key_partitions, by_key)
+    tokens = keyed.mapPartitionsWithIndex(_write_partition(location, width, has_label), preservesPartitioning=True)
+    # Serialised as partitionBy's output is: a union with the all-reduce's shuffles then needs no
+    # re-serialising Python pass over the weights (pyspark re-serialises when the formats differ).
+    tokens._jrdd_deserializer = keyed._jrdd_deserializer
+    tokens.persist()
+    rows = [stats for _, (_, stats) in tokens.collect()]
+    return summarize_conversion(rows, location, width, feature_shape, policy, has_label, source,
+                                tokens=tokens, keyed=keyed)
+
+
+def grouped_by_rank(datasets, ranks):
+    """The chunks of several PartitionedData (same P) regrouped into `ranks` partitions for a barrier stage.
+
+    Partition r holds every record of data partitions p with p * ranks // P == r, keyed
+    ((dataset index, p), record). One shuffle, whose map side reads the datasets' keyed shuffles:
+    nothing is converted again and nothing passes through the driver.
+    """
+    P = datasets[0].num_partitions
+
+    def rank_of(key):
+        return key[1] * ranks // P
+
+    tagged = [d.keyed.map(lambda kv, i=i: ((i, kv[0]), kv[1])) for i, d in enumerate(datasets)]
+    union = tagged[0] if len(tagged) == 1 else tagged[0].context.union(tagged)
+    return union.partitionBy(ranks, rank_of)
+
+
+def store_grouped(records, datasets):
+    """Write the partitions a grouped_by_rank task received into this executor's cache.
+
+    `datasets` are (location, width) per dataset index, in grouped_by_rank's order. Returns
+    the data partitions stored, per dataset index.
+    """
+    chunks = {}
+    for (i, p), record in records:
+        part = chunks.setdefault((i, p), [])
+        if record[0] == "chunk":
+            part.append(record[1:])
+    stored = {}
+    for (i, p), part in sorted(chunks.items()):
+        location, width = datasets[i]
+        part.sort(key=lambda c: c[0])
+        x = np.concatenate([c[1] for c in part]) if part else np.zeros((0, width), np.float32)
+        y = np.concatenate([c[2] for c in part]) if part else np.zeros(0, np.float64)
+        store_partition(location.folder(), p, x, y)
+        stored.setdefault(i, []).append(p)
+    return stored
 
 
 def materialize_dataframe(df, features_col="features", label_col="label", feature_shape=None,
-                          num_partitions=None, cache_root=None, policy="error"):
-    """Convert a DataFrame's features and labels into per-partition numpy files.
+                          num_partitions=None, cache_root=None, policy="error", key_partitions=None):
+    """Convert a DataFrame's features and labels into per-partition numpy arrays on the executors.
 
     Args:
         df: the DataFrame.
@@ -234,8 +399,10 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
         label_col: numeric label column, or None (inference/validation without labels).
         feature_shape: per-sample shape the flat features are reshaped to (e.g. (28, 28, 1)).
         num_partitions: P; the DataFrame is repartitioned only if it has another count.
-        cache_root: folder for the files (default: the system temp folder).
+        cache_root: each executor's folder for its cached files (default: its temp folder).
         policy: "error" (any bad row fails before training) or "skip" (dropped and counted).
+        key_partitions: partitions of the token RDD (>= P; default P), to co-partition it
+            with the all-reduce's shuffles.
 
     Returns:
         PartitionedData.
@@ -258,28 +425,18 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
     P = num_partitions or df.sparkSession.sparkContext.defaultParallelism
     if data.rdd.getNumPartitions() != P:
         data = data.repartition(P)
-    run_dir = new_run_dir(cache_root)
     has_label = label_col is not None
-    schema = ("partition long, rows long, label_min double, label_max double, null_features long, "
-              "wrong_length long, non_finite long, null_label long")
-    rows = data.mapInArrow(lambda it: _convert_partition(it, run_dir, width, policy, has_label),
-                           schema).collect()
-    return summarize_conversion([r.asDict() for r in rows], run_dir, width, feature_shape, policy, has_label,
-                                f"features column {features_col!r} / label column {label_col!r}")
+    return materialize_keyed(_arrow_chunks(data, width, policy, has_label), max(key_partitions or P, P), cache_root,
+                             width, feature_shape, policy, has_label,
+                             f"features column {features_col!r} / label column {label_col!r}")
 
 
-def new_run_dir(cache_root):
-    run_dir = os.path.join(cache_root or default_cache_root(), f"run-{uuid.uuid4().hex}")
-    os.makedirs(run_dir, exist_ok=True)
-    return run_dir
-
-
-def summarize_conversion(rows, run_dir, width, feature_shape, policy, has_label, source):
-    """PartitionedData from the per-partition rows `_convert_partition` reported.
+def summarize_conversion(rows, location, width, feature_shape, policy, has_label, source, tokens=None, keyed=None):
+    """PartitionedData from the per-partition statistics `convert_partition` reported.
 
     Raises (policy "error") naming `source` and the bad-row counts by cause."""
     rows = sorted(rows, key=lambda r: r["partition"])
-    bad = {k: sum(r[k] for r in rows) for k in ("null_features", "wrong_length", "non_finite", "null_label")}
+    bad = {k: sum(r[k] for r in rows) for k in BAD_CAUSES}
     if policy == "error" and any(bad.values()):
         described = ", ".join(f"{v} with {k.replace('_', ' ')}" for k, v in bad.items() if v)
         raise ValueError(f"{source}: {sum(bad.values())} bad row(s) ({described}; expected {width} finite values "
@@ -288,7 +445,7 @@ def summarize_conversion(rows, run_dir, width, feature_shape, policy, has_label,
     mins = [r["label_min"] for r in rows if r["rows"]]
     label_range = (min(mins), max(r["label_max"] for r in rows if r["rows"])) if has_label and mins else None
     shape = tuple(feature_shape) if feature_shape is not None else (width,)
-    return PartitionedData(run_dir, sizes, bad, shape, label_range)
+    return PartitionedData(location, sizes, bad, shape, label_range, tokens=tokens, keyed=keyed)
 
 
 def feature_width(df, features_col):
@@ -317,17 +474,22 @@ def feature_width(df, features_col):
     return int(first[0].n)
 
 
-def load_partition(run_dir, partition, feature_shape):
-    """(x, y) of one converted partition, memory-mapped once per Python worker."""
-    key = (run_dir, partition)
+def load_partition(location, partition, feature_shape):
+    """(x, y) of one converted partition from this executor's cache, memory-mapped once per Python worker.
+
+    Called in a task whose input holds the partition's token, so the files are here: the token
+    was computed on this executor, or read from the cache of one on the same machine.
+    """
+    folder = location.folder()
+    key = (folder, partition)
     if key not in _LOADED:
-        base = os.path.join(run_dir, f"part-{partition:05d}")
+        base = os.path.join(folder, f"part-{partition:05d}")
         try:
             x = np.load(base + "-x.npy", mmap_mode="r", allow_pickle=False)
             y = np.load(base + "-y.npy", mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise FileNotFoundError(
-                f"{base}-x.npy: converted training partition {partition} is not on this machine; "
-                f"set cache_root to a folder every executor can read") from None
+                f"{base}-x.npy: converted partition {partition} is not cached on this executor (its token was "
+                f"read from another machine's block manager); Spark retries the task") from None
         _LOADED[key] = (x.reshape((len(x),) + tuple(feature_shape)), y)
     return _LOADED[key]

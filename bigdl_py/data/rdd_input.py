@@ -2,12 +2,12 @@
 
 Each partition's samples are packed into Arrow batches on the executor and go
 through the same conversion and checks as a DataFrame's (`partitions.py`), so
-both inputs end as the same per-partition `.npy` files and the same bad-row
-policy applies. Nothing is collected to the driver except one sample (its shape).
+both inputs end as the same keyed chunks, cached partitions and tokens, and the same
+bad-row policy applies. Nothing is collected to the driver except one sample (its shape).
 """
 import numpy as np
 
-from bigdl_py.data.partitions import POLICIES, _convert_partition, new_run_dir, summarize_conversion
+from bigdl_py.data.partitions import POLICIES, convert_partition, materialize_keyed
 
 _ROWS_PER_BATCH = 4096
 
@@ -41,13 +41,14 @@ def _arrow_batches(samples):
         yield batch(xs, ys)
 
 
-def materialize_rdd(rdd, feature_shape=None, num_partitions=None, cache_root=None, policy="error"):
-    """Convert an RDD of `(features ndarray, label)` into per-partition numpy files.
+def materialize_rdd(rdd, feature_shape=None, num_partitions=None, cache_root=None, policy="error",
+                    key_partitions=None):
+    """Convert an RDD of `(features ndarray, label)` into per-partition numpy arrays on the executors.
 
     Args:
         rdd: RDD whose elements are (features array-like, numeric label) pairs.
         feature_shape: per-sample shape (default: the first sample's shape).
-        num_partitions, cache_root, policy: as `materialize_dataframe`.
+        num_partitions, cache_root, policy, key_partitions: as `materialize_dataframe`.
 
     Returns:
         PartitionedData.
@@ -66,11 +67,6 @@ def materialize_rdd(rdd, feature_shape=None, num_partitions=None, cache_root=Non
     P = num_partitions or rdd.context.defaultParallelism
     if rdd.getNumPartitions() != P:
         rdd = rdd.repartition(P)
-    run_dir = new_run_dir(cache_root)
-
-    def convert(samples):
-        for reported in _convert_partition(_arrow_batches(samples), run_dir, width, policy, True):
-            yield reported.to_pylist()[0]
-
-    rows = rdd.mapPartitions(convert).collect()
-    return summarize_conversion(rows, run_dir, width, shape, policy, True, "RDD samples (features, label)")
+    chunks = rdd.mapPartitions(lambda samples: convert_partition(_arrow_batches(samples), width, policy, True))
+    return materialize_keyed(chunks, max(key_partitions or P, P), cache_root, width, shape, policy, True,
+                             "RDD samples (features, label)")

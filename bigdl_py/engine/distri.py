@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from bigdl_py.data.partitions import load_partition, materialize_dataframe
+from bigdl_py.data.partitions import grouped_by_rank, load_partition, materialize_dataframe
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.base import (BaseOptimizer, TrainingError, metric_partials, metric_results, seed_for,
                                   sum_reduction)
@@ -106,8 +106,11 @@ class DistriOptimizer(BaseOptimizer):
         ensure_importable_on_executors(self.sc)
         self.data_spec = dict(features_col=features_col, label_col=label_col, feature_shape=feature_shape,
                               cache_root=cache_root, bad_rows=bad_rows)
-        self.data = self._materialize(df, num_partitions)
-        self.num_slices = num_slices or self.data.num_partitions
+        P = num_partitions or self.sc.defaultParallelism
+        self.num_slices = num_slices or P
+        # The data tokens are co-partitioned with the all-reduce's shuffles, which are this wide.
+        self.key_partitions = max(self.num_slices, P)
+        self.data = self._materialize(df, P)
         self.compress = compress
         self.lineage_every = int(lineage_every)
         self.threads_per_task = int(threads_per_task)
@@ -124,9 +127,10 @@ class DistriOptimizer(BaseOptimizer):
         if _is_rdd(data):
             from bigdl_py.data.rdd_input import materialize_rdd  # the lead's module, landing separately
 
-            return materialize_rdd(data, spec["feature_shape"], num_partitions, spec["cache_root"], spec["bad_rows"])
+            return materialize_rdd(data, spec["feature_shape"], num_partitions, spec["cache_root"], spec["bad_rows"],
+                                   self.key_partitions)
         return materialize_dataframe(data, spec["features_col"], spec["label_col"], spec["feature_shape"],
-                                     num_partitions, spec["cache_root"], spec["bad_rows"])
+                                     num_partitions, spec["cache_root"], spec["bad_rows"], self.key_partitions)
 
     def set_validation(self, df, metrics, trigger=None, batch_size=None):
         """Validate on a DataFrame (or an RDD of samples), on the executors, whenever `trigger` fires."""
@@ -161,7 +165,7 @@ class DistriOptimizer(BaseOptimizer):
                 self.schedule = schedules_get(meta["schedule"])
                 ckpt.load_buffers(path, self.model)
         backend = self._resolve_sync()
-        run_id = f"{os.path.basename(self.data.run_dir)}-{time.time_ns()}"
+        run_id = f"{self.data.location.run_id}-{time.time_ns()}"
         if backend == "ring":
             weights[:] = self._optimize_ring(run_id, bounds, boundaries, position, path)
         else:
@@ -198,17 +202,20 @@ class DistriOptimizer(BaseOptimizer):
         cfg = dict(run_id=run_id, model_config=json.dumps(self.model.get_config()),
                    criterion_config=json.dumps(self.criterion.get_config()), threads=self.threads_per_task,
                    optim_config=self.optim_method.get_config(), sampler=self.sampler, seed=self.seed,
-                   run_dir=self.data.run_dir, feature_shape=self.data.feature_shape,
+                   location=self.data.location, feature_shape=self.data.feature_shape,
                    partitions=[[p for p in range(P) if p * R // P == r] for r in range(R)],
                    bounds=bounds, chunks=chunks, owners=owners, boundaries=boundaries,
                    clip_value=self.clip_value, initial=None if path else self.model.parameters_flat()[0].copy(),
-                   validation=v and dict(run_dir=v["data"].run_dir, feature_shape=v["data"].feature_shape,
+                   validation=v and dict(location=v["data"].location, feature_shape=v["data"].feature_shape,
                                          metrics=v["metrics"], batch_size=v["batch_size"]))
-        return RingDriver(self, cfg, R).train(*position, path)
+        datasets = [self.data] + ([v["data"]] if v else [])
+        cfg["datasets"] = [(d.location, int(np.prod(d.feature_shape))) for d in datasets]
+        return RingDriver(self, cfg, R, grouped_by_rank(datasets, R)).train(*position, path)
 
     def _optimize_blockmanager(self, run_id, bounds, boundaries, position, path):
         model, sampler = self.model, self.sampler
-        sync = BlockManagerAllReduce(self.sc, bounds, self.data.num_partitions)
+        sync = BlockManagerAllReduce(self.sc, bounds, self.data.num_partitions, self.data.tokens,
+                                     self.data.key_partitions)
         optim_config = self.optim_method.get_config()
         sync.set_slices(_slices_from_checkpoint(path, optim_config) if path
                         else _fresh_slices(model.parameters_flat()[0].copy(), optim_config))
@@ -295,7 +302,7 @@ class DistriOptimizer(BaseOptimizer):
         v = self.validation
         fn = _validate_fn(run_id, model_config, criterion_config, v["data"], v["metrics"], v["batch_size"],
                           bounds, self.threads_per_task)
-        per_partition = sync.per_training_partition(fn).collect()
+        per_partition = sync.per_training_partition(fn, v["data"].tokens).collect()
         return metric_results(v["metrics"], per_partition)
 
     def _write_checkpoint(self, sync, root, meta, bounds, keep):
@@ -363,7 +370,7 @@ def _slices_from_checkpoint(path, optim_config):
 
 def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, iteration, bounds, compress,
                 threads, seed_base):
-    run_dir, shape = data.run_dir, data.feature_shape
+    location, shape = data.location, data.feature_shape
 
     def compute(p, gathered):
         t0 = time.perf_counter()
@@ -372,7 +379,7 @@ def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, it
             lo, hi = bounds[s]
             weights[lo:hi] = w
         t1 = time.perf_counter()
-        x, y = load_partition(run_dir, p, shape)
+        x, y = load_partition(location, p, shape)
         idx = np.sort(sampler.local_indices(p, epoch, iteration))  # sorted, as the local oracle reads it
         xb, yb = np.ascontiguousarray(x[idx], dtype=np.float32), np.asarray(y[idx])
         t2 = time.perf_counter()
@@ -435,14 +442,14 @@ def _update_fn(optim_config, lr, step, boundaries, bounds, clip_value, norms):
 
 
 def _validate_fn(run_id, model_config, criterion_config, data, metrics, batch_size, bounds, threads):
-    run_dir, shape = data.run_dir, data.feature_shape
+    location, shape = data.location, data.feature_shape
 
     def validate(p, gathered):
         model, weights, _, criterion = _replica(run_id, model_config, criterion_config, threads)
         for s, w in gathered:
             lo, hi = bounds[s]
             weights[lo:hi] = w
-        x, y = load_partition(run_dir, p, shape)
+        x, y = load_partition(location, p, shape)
         yield metric_partials(model, criterion, metrics, np.asarray(x, dtype=np.float32), np.asarray(y),
                               batch_size)
         settle_heap((run_id, "validate"))

@@ -86,10 +86,12 @@ class RingDriver:
         opt: the DistriOptimizer (settings, triggers, log, checkpoint helpers).
         cfg: the task configuration shared by every launch (ring_worker.RingWorker).
         ranks: R, the number of barrier tasks.
+        inputs: RDD of R partitions, the data each rank caches before it trains
+            (data.partitions.grouped_by_rank); every launch's barrier stage reads it.
     """
 
-    def __init__(self, opt, cfg, ranks):
-        self.opt, self.sc, self.ranks = opt, opt.sc, ranks
+    def __init__(self, opt, cfg, ranks, inputs):
+        self.opt, self.sc, self.ranks, self.inputs = opt, opt.sc, ranks, inputs
         self.timeout, self.max_restarts = opt.ring_timeout, opt.max_restarts
         self.token = secrets.token_bytes(TOKEN_BYTES)
         host = self.sc.getConf().get("spark.driver.host", "127.0.0.1")
@@ -125,13 +127,13 @@ class RingDriver:
 
     def _start_launch(self):
         self.launch += 1
-        cfg, launch, R = dict(self.cfg, launch=self.launch), self.launch, self.ranks
+        cfg, launch, inputs = dict(self.cfg, launch=self.launch), self.launch, self.inputs
         group = f"{self.group}-{launch}"
 
         def run():
             self.sc.setJobGroup(group, f"bigdl_py ring training (launch {launch})", interruptOnCancel=True)
             try:
-                result = self.sc.parallelize(range(R), R).barrier().mapPartitions(ring_task(cfg)).collect()
+                result = inputs.barrier().mapPartitions(ring_task(cfg)).collect()
                 self.events.put(("stage_done", launch, result, None))
             except Exception as e:  # reported to the driver loop, which decides
                 self.events.put(("stage_done", launch, None, e))

@@ -144,7 +144,7 @@ class RingWorker:
     def step(self, cmd):
         cfg = self.cfg
         epoch, iteration = cmd["epoch"], cmd["iteration"]
-        sampler, run_dir, shape = cfg["sampler"], cfg["run_dir"], cfg["feature_shape"]
+        sampler, location, shape = cfg["sampler"], cfg["location"], cfg["feature_shape"]
         from bigdl_py.data.partitions import load_partition
 
         self.grads.fill(0.0)
@@ -152,7 +152,7 @@ class RingWorker:
         pending = []
         for j, p in enumerate(self.partitions):
             t0 = time.perf_counter()
-            x, y = load_partition(run_dir, p, shape)
+            x, y = load_partition(location, p, shape)
             idx = np.sort(sampler.local_indices(p, epoch, iteration))  # sorted, as the local oracle reads it
             xb, yb = np.ascontiguousarray(x[idx], dtype=np.float32), np.asarray(y[idx])
             t1 = time.perf_counter()
@@ -228,7 +228,7 @@ class RingWorker:
 
         out = []
         for p in self.partitions:
-            x, y = load_partition(v["run_dir"], p, v["feature_shape"])
+            x, y = load_partition(v["location"], p, v["feature_shape"])
             out.append(metric_partials(self.model, self.criterion, v["metrics"], np.asarray(x, dtype=np.float32),
                                        np.asarray(y), v["batch_size"]))
         return out
@@ -275,10 +275,17 @@ def serve(cfg, rank, peers, sock):
 
 
 def ring_task(cfg):
-    """mapPartitions function of the barrier stage (one partition per rank)."""
-    def run(_):
+    """mapPartitions function of the barrier stage (one partition per rank).
+
+    The task's input is its rank's data partitions (data.partitions.grouped_by_rank), cached
+    on this executor before anything else, so training reads no file another host wrote.
+    """
+    def run(records):
         from pyspark import BarrierTaskContext
 
+        from bigdl_py.data.partitions import store_grouped
+
+        store_grouped(records, cfg["datasets"])
         ctx = BarrierTaskContext.get()
         rank = ctx.partitionId()
         host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]

@@ -29,11 +29,9 @@ to a checkpoint and starting `D` again from those files.
 import numpy as np
 from pyspark.accumulators import AccumulatorParam
 
-
-def slice_id(key):
-    """Identity partitioner: key k goes to partition k (one function object, so
-    co-partitioned RDDs compare equal and their union stays narrow)."""
-    return key
+# Identity partitioner: the data tokens are partitioned with the same function object, so the
+# training tasks' union of weights and data is narrow.
+from bigdl_py.data.partitions import by_key as slice_id
 
 
 def slice_bounds(n, num_slices, boundaries):
@@ -102,14 +100,21 @@ class BlockManagerAllReduce:
         sc: the SparkContext.
         bounds: [(start, stop)] of each slice.
         num_partitions: P, the number of training partitions.
+        tokens: the training data's token RDD (PartitionedData.tokens), unioned into each
+            training task so that it runs where its partition is cached (None: no data).
+        width: partitions of both shuffles (default max(slices, P)); the tokens' count.
     """
 
-    def __init__(self, sc, bounds, num_partitions):
+    def __init__(self, sc, bounds, num_partitions, tokens=None, width=None):
         self.sc = sc
         self.bounds = bounds
         self.num_slices = len(bounds)
         self.num_partitions = num_partitions
-        self.width = max(self.num_slices, num_partitions)  # partitions of both shuffles
+        self.tokens = tokens
+        self.width = width or max(self.num_slices, num_partitions)
+        if self.width < max(self.num_slices, num_partitions):
+            raise ValueError(f"width: expected at least max(slices, partitions) = "
+                             f"{max(self.num_slices, num_partitions)}, received {self.width}")
         self.D = None
         self._results = None  # per-slice results of the update that produces D (None: D is a start)
         self._next = None  # (compute, the D it reads, its pieces RDD, its accumulator), built ahead
@@ -122,16 +127,27 @@ class BlockManagerAllReduce:
         self.D = source.partitionBy(self.width, slice_id)
         self._results, self._next = None, None
 
-    def per_training_partition(self, fn):
-        """RDD of fn(p, [(s, weights of slice s) for every s]) over the P training partitions."""
+    def per_training_partition(self, fn, tokens=None):
+        """RDD of fn(p, [(s, weights of slice s) for every s]) over the P training partitions.
+
+        The task of partition p also reads p's data token (`tokens`, default the training
+        data's): Spark places it where that partition's files are cached, or recomputes them there.
+        """
         P = self.num_partitions
+        tokens = tokens if tokens is not None else self.tokens
+        # A co-partitioned union runs each task on the host most of its parents prefer. D prefers
+        # where its biggest map output was written; the tokens, counted twice, outvote it.
+        source = self.D if tokens is None else self.sc.union([self.D, tokens, tokens])
+        if source.getNumPartitions() != self.width:
+            raise RuntimeError("the data tokens and the weight slices are not co-partitioned; the union would "
+                               f"not be narrow ({tokens.getNumPartitions()} vs {self.width} partitions)")
 
         def run(p, records):
             if p >= P:  # D is wider than P when there are more slices than partitions
                 return iter(())
             return fn(p, ((v[1], v[2]) for _, v in records if v[0] == "weights"))
 
-        return self.D.mapPartitionsWithIndex(run)
+        return source.mapPartitionsWithIndex(run)
 
     def step(self, compute, update, next_compute=None):
         """One iteration: gradients on the current weights, and their update (left pending).
