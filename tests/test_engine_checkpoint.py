@@ -211,7 +211,7 @@ def test_layout_and_no_pickle(written):
     path = ckpt.latest(written)
     assert os.path.basename(path) == "ckpt-0000000007"
     files = sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs)
-    assert files == ["buffers.npz", "checkpoint.json", os.path.join("slices", "slice-00000.npz")]
+    assert files == ["_COMMITTED", "buffers.npz", "checkpoint.json", os.path.join("slices", "slice-00000.npz")]
     with open(os.path.join(path, "checkpoint.json")) as f:
         meta = json.load(f)
     assert (meta["step"], meta["epoch"], meta["iteration"]) == (7, 0, 7)

@@ -12,14 +12,15 @@ run, TCP all-reduce between the tasks; engine/ring_driver.py, sync/ring.py).
 """
 import json
 import logging
-import os
 import pickle
 import time
 
 import numpy as np
 
+from bigdl_py import storage
 from bigdl_py.data.partitions import grouped_by_rank, load_partition, materialize_dataframe
 from bigdl_py.engine import checkpoint as ckpt
+from bigdl_py.engine import lineage
 from bigdl_py.engine.base import (BaseOptimizer, TrainingError, metric_partials, metric_results, seed_for,
                                   sum_reduction)
 from bigdl_py.engine.sampling import PartitionedSampler
@@ -72,7 +73,13 @@ class DistriOptimizer(BaseOptimizer):
         cache_root: folder for the converted partitions (must be readable by executors).
         lineage_every: cut the RDD lineage (write the slices and reload them) every
             this many iterations, so recovery replays at most that many (for "ring":
-            write a recovery checkpoint every this many iterations).
+            write a recovery checkpoint every this many iterations); 0 never cuts it.
+        lineage_root: where the executors write those recovery checkpoints, a path or
+            URI every host reaches (file://, hdfs://, s3://). Default: the `lineage/`
+            sub-folder of the checkpoint path, else the SparkContext's checkpoint
+            directory, else (local masters only) a local temp folder; on a cluster
+            master with none of these, optimize() fails before training (see
+            engine/lineage.py).
         sync: "blockmanager" (default), "ring" (one barrier stage, TCP all-reduce
             between the tasks; compress is not supported), or "auto" (picked from
             the model size and a measured iteration; the choice is logged and kept
@@ -93,7 +100,7 @@ class DistriOptimizer(BaseOptimizer):
     def __init__(self, model, criterion, optim_method, df, batch_size, end_trigger=None, learning_rate=0.01,
                  schedule=None, seed=0, features_col="features", label_col="label", feature_shape=None,
                  num_partitions=None, num_slices=None, bad_rows="error", compress=None, cache_root=None,
-                 lineage_every=50, threads_per_task=1, sync="blockmanager", ring_timeout=120.0,
+                 lineage_every=50, lineage_root=None, threads_per_task=1, sync="blockmanager", ring_timeout=120.0,
                  ring_idle_timeout=900.0, max_restarts=6):
         super().__init__(model, criterion, optim_method, batch_size, end_trigger, learning_rate, schedule, seed)
         if compress not in (None, "bf16"):
@@ -113,6 +120,9 @@ class DistriOptimizer(BaseOptimizer):
         self.data = self._materialize(df, P)
         self.compress = compress
         self.lineage_every = int(lineage_every)
+        if self.lineage_every < 0:
+            raise ValueError(f"lineage_every: expected an integer >= 0, received {lineage_every!r}")
+        self.lineage_root = lineage_root
         self.threads_per_task = int(threads_per_task)
         self.sampler = PartitionedSampler(self.data.sizes, self.batch_size, self.seed)
         self.metrics = []  # per-iteration timing breakdown
@@ -157,20 +167,32 @@ class DistriOptimizer(BaseOptimizer):
         bounds = slice_bounds(weights.size, self.num_slices, boundaries)
         position, path = (0, 0, 0), None
         if resume_from is not None:
-            path = ckpt.latest(self.checkpoint["path"]) if resume_from == "latest" else ckpt.local_path(resume_from)
+            path = ckpt.latest(self.checkpoint["path"]) if resume_from == "latest" else resume_from
             if path is not None:
                 meta = ckpt.read_meta(path)
                 ckpt.check_size(path, meta, weights.size)
                 position = int(meta["step"]), int(meta["epoch"]), int(meta["iteration"])
                 self.schedule = schedules_get(meta["schedule"])
                 ckpt.load_buffers(path, self.model)
-        backend = self._resolve_sync()
         run_id = f"{self.data.location.run_id}-{time.time_ns()}"
-        if backend == "ring":
-            weights[:] = self._optimize_ring(run_id, bounds, boundaries, position, path)
-        else:
-            self._optimize_blockmanager(run_id, bounds, boundaries, position, path)
+        self.lineage_dir = None
+        if lineage.fires(self.lineage_every, self.end_trigger, position[0]):
+            self.lineage_dir = lineage.lineage_root(self.sc, run_id, self.lineage_root,
+                                                    self.checkpoint and self.checkpoint["path"])
+        backend = self._resolve_sync()
+        try:
+            if backend == "ring":
+                weights[:] = self._optimize_ring(run_id, bounds, boundaries, position, path)
+            else:
+                self._optimize_blockmanager(run_id, bounds, boundaries, position, path)
+        finally:
+            if self.lineage_dir is not None:
+                storage.remove_tree(self.lineage_dir)
         return self.model
+
+    def lineage_due(self, step):
+        """True when the recovery checkpoint of `step` is due (see lineage_every)."""
+        return self.lineage_dir is not None and step % self.lineage_every == 0
 
     def ring_ranks(self):
         """Barrier tasks of the ring: one per training partition, at most one per task slot.
@@ -257,8 +279,8 @@ class DistriOptimizer(BaseOptimizer):
                         norms_in(results))
                     done = bool(self.end_trigger(state))
                     user_ckpt = self.checkpoint and (done or self.checkpoint["trigger"](state))
-                    if user_ckpt or step % self.lineage_every == 0:
-                        root = self.checkpoint["path"] if user_ckpt else os.path.join(self.data.run_dir, "lineage")
+                    if user_ckpt or self.lineage_due(step):
+                        root = self.checkpoint["path"] if user_ckpt else self.lineage_dir
                         path = self._write_checkpoint(sync, root, self.meta(step, *next_pos), bounds,
                                                       keep=self.checkpoint["keep"] if user_ckpt else 1)
                         # Writing the checkpoint ran this step's update; the new start drops its results.
@@ -306,7 +328,7 @@ class DistriOptimizer(BaseOptimizer):
         return metric_results(v["metrics"], per_partition)
 
     def _write_checkpoint(self, sync, root, meta, bounds, keep):
-        tmp = ckpt.begin(root)
+        tmp = ckpt.begin(root, meta["step"])
         sync.foreach_slice(lambda s, lo, hi, w, state: ckpt.write_slice(tmp, s, lo, hi, w, state))
         return ckpt.commit(tmp, root, dict(meta, slices=[list(b) for b in bounds]), self.model, keep=keep)
 

@@ -18,7 +18,6 @@ sampling, seeds and reduction orders). After `max_restarts` failures a
 TrainingError says what failed.
 """
 import hmac
-import os
 import queue
 import secrets
 import socket
@@ -299,8 +298,8 @@ class RingDriver:
             done = bool(opt.end_trigger(state))
             self.finished = step if done else None
             user_ckpt = opt.checkpoint and (done or opt.checkpoint["trigger"](state))
-            if user_ckpt or step % opt.lineage_every == 0:
-                root = opt.checkpoint["path"] if user_ckpt else os.path.join(opt.data.run_dir, "lineage")
+            if user_ckpt or opt.lineage_due(step):
+                root = opt.checkpoint["path"] if user_ckpt else opt.lineage_dir
                 path = self._checkpoint(session, root, opt.meta(step, *next_pos),
                                         keep=opt.checkpoint["keep"] if user_ckpt else 1)
                 self.recovery = (path, step, *next_pos)
@@ -314,7 +313,7 @@ class RingDriver:
         return metric_results(v["metrics"], [parts for rank in per_rank for parts in rank])
 
     def _checkpoint(self, session, root, meta, keep):
-        tmp = ckpt.begin(root)
+        tmp = ckpt.begin(root, meta["step"])
         session.all(("checkpoint", tmp))
         return ckpt.commit(tmp, root, dict(meta, slices=[list(b) for b in self.cfg["bounds"]]), self.opt.model,
                            keep=keep)
