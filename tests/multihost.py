@@ -22,7 +22,7 @@ import tempfile
 
 import pytest
 
-from tests.cluster_fixtures import REPO, Process, free_port, spark_env, spark_home, wait_until
+from tests.cluster_fixtures import REPO, Process, executor_pids, free_port, spark_env, spark_home, wait_until
 
 MASTER_HOST = "127.0.0.2"
 WORKER_HOSTS = ("127.0.0.3", "127.0.0.4", "127.0.0.5")
@@ -107,6 +107,10 @@ class IsolatedHostsCluster:
         for key, value in {**self.driver_conf(), **(conf or {})}.items():
             cmd += ["--conf", f"{key}={value}"]
         return ["timeout", "--foreground", str(LIFETIME_S), *cmd, str(script), *map(str, args)]
+
+    def executor_pids(self):
+        """Executor JVMs the workers started (each lives in its worker's mount namespace)."""
+        return executor_pids([w.pid for w in self.workers])
 
     def stop(self):
         for proc in [*self.workers, self.master]:

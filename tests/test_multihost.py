@@ -3,10 +3,12 @@
 These tests check the fixture itself (tests/multihost.py); training on it lives beside them.
 """
 import json
+import os
+import signal
 
 import pytest
 
-from tests.cluster_fixtures import Process
+from tests.cluster_fixtures import JOB, Process, alive, wait_until
 from tests.multihost import MASTER_HOST, WORKER_HOSTS, isolated_hosts  # noqa: F401  (module-scoped fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -27,8 +29,6 @@ def run_submitted(cluster, tmp_path, name, script, *args):
 
 
 def test_each_host_has_a_private_tmp_and_all_share_one_folder(isolated_hosts, tmp_path):
-    import os
-
     probe = os.path.join(os.path.dirname(__file__), "multihost_probe.py")
     seen = run_submitted(isolated_hosts, tmp_path, "probe", probe, isolated_hosts.shared, len(WORKER_HOSTS))
     executors = sorted(seen["executors"], key=lambda r: r["rank"])
@@ -44,7 +44,6 @@ def test_each_host_has_a_private_tmp_and_all_share_one_folder(isolated_hosts, tm
 
 def train_on_hosts(cluster, tmp_path, sync, cache_root):
     """scripts/distri_job.py (MLP, three uneven partitions) on the hosts; asserts the oracle's weights."""
-    from tests.cluster_fixtures import JOB
     from tests.test_distri_clusters import assert_equals_oracle, job_args
 
     args = job_args(tmp_path, iterations=8, sync=sync)
@@ -63,3 +62,31 @@ def test_training_with_a_shared_cache_folder_equals_the_local_oracle(isolated_ho
 @pytest.mark.parametrize("sync", ["blockmanager", "ring"])
 def test_training_with_the_default_cache_folder_equals_the_local_oracle(isolated_hosts, tmp_path, sync):
     train_on_hosts(isolated_hosts, tmp_path, sync, str(tmp_path / "driver-only-cache"))
+
+
+@pytest.mark.parametrize("sync", ["blockmanager", "ring"])
+def test_a_host_losing_its_executor_mid_training_still_gives_the_oracle_weights(isolated_hosts, tmp_path, sync):
+    """blockmanager: the lost executor's data tokens, slices and shuffle files are recomputed on the
+    hosts that run their tasks next; ring: the stage restarts from the last checkpoint (shared folder)."""
+    from tests.test_distri_clusters import assert_equals_oracle, job_args, steps_in_log
+
+    marker, go = tmp_path / "paused.json", tmp_path / "go"
+    args = job_args(tmp_path, iterations=10, pause_after=5, marker=marker, go=go, sync=sync,
+                    checkpoint_dir=f"{isolated_hosts.shared}/ckpt-{sync}", checkpoint_every=3)
+    args[args.index("--cache-root") + 1] = str(tmp_path / "driver-only-cache")
+    proc = Process(isolated_hosts.submit_command(JOB, *args), tmp_path / "job.log")
+    try:
+        wait_until(marker.exists, JOB_TIMEOUT_S, "the job to finish iteration 5", watch=[proc])
+        executors = wait_until(lambda: len(pids := isolated_hosts.executor_pids()) == 3 and pids, 30,
+                               "one executor per host")
+        victim = executors[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: not alive(victim), 30, f"executor {victim} to die")
+        go.touch()
+        code = proc.wait(JOB_TIMEOUT_S)
+        assert code == 0, f"job failed after the executor loss:\n{proc.log()[-4000:]}"
+    finally:
+        proc.kill()
+    assert "Lost executor" in proc.log(), proc.log()[-3000:]
+    assert steps_in_log(tmp_path / "train.jsonl") == list(range(1, 11))
+    assert_equals_oracle(args, tmp_path / "weights.npy")

@@ -52,8 +52,8 @@ class PartitionedData:
         sizes: rows per partition (after dropped bad rows).
         tokens: persisted RDD with `key_partitions` partitions under `by_key`; partition p
             (p < P) holds one record (p, ("data", stats)) whose computation wrote p's files.
-        keyed: the shuffled chunks the tokens are made from, (p, ("chunk", i, x, y)) records
-            in partition p: a source for other partitionings (the ring's ranks).
+        keyed: the shuffled chunks the tokens are made from, (p, ("chunk", run_id, i, x, y))
+            records and one (p, ("stats", run_id, {...})) in partition p: the ring's ranks read it.
     """
 
     def __init__(self, location, sizes, bad, feature_shape, label_range, tokens=None, keyed=None):
@@ -231,11 +231,16 @@ def describe_bad_rows(column, counts, width):
             f"per row)")
 
 
-def convert_partition(batches, width, policy, has_label):
+def new_location(cache_root):
+    """A DataLocation for a new run's cache under `cache_root`."""
+    return DataLocation(cache_root, f"run-{uuid.uuid4().hex}")
+
+
+def convert_partition(batches, width, policy, has_label, run_id):
     """Arrow batches of one partition -> its checked float32 chunks, then its statistics.
 
-    Yields (p, ("chunk", i, x, y)) per CHUNK_BYTES of features and last (p, ("stats", {...})),
-    p being this task's partition. With policy "error" the chunks after the first bad row are left out
+    Yields (p, ("chunk", run_id, i, x, y)) per CHUNK_BYTES of features and last
+    (p, ("stats", run_id, {...})), p being this task's partition. With policy "error" the chunks after the first bad row are left out
     (the run fails on the statistics anyway).
     """
     from pyspark import TaskContext
@@ -268,30 +273,42 @@ def convert_partition(batches, width, policy, has_label):
             x = x[keep]
             step = max(1, CHUNK_BYTES // (4 * max(width, 1)))
             for lo in range(0, len(x), step):
-                yield p, ("chunk", chunk, np.ascontiguousarray(x[lo:lo + step]), y[lo:lo + step])
+                yield p, ("chunk", run_id, chunk, np.ascontiguousarray(x[lo:lo + step]), y[lo:lo + step])
                 chunk += 1
     finite = rows and has_label
-    yield p, ("stats", dict(partition=p, rows=rows, label_min=label_min if finite else np.nan,
+    yield p, ("stats", run_id, dict(partition=p, rows=rows, label_min=label_min if finite else np.nan,
                             label_max=label_max if finite else np.nan, **bad))
 
 
 def _write_partition(location, width, has_label):
     """The token stage: gather partition p's chunks, write its files into this executor's cache."""
     def write(p, records):
-        chunks, stats = [], None
-        for _, record in records:
-            if record[0] == "chunk":
-                chunks.append(record[1:])
-            else:
-                stats = record[1]
-        if stats is None:  # a key partition past the last data partition
-            return
-        chunks.sort(key=lambda c: c[0])
-        x = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0, width), np.float32)
-        y = np.concatenate([c[2] for c in chunks]) if chunks else np.zeros(0, np.float64)
-        store_partition(location.folder(), p, x, y)
-        yield p, ("data", stats)
+        gathered = _gather(records, {location.run_id: (location, width)})
+        for (_, q), (x, y, stats) in gathered.items():  # partition p of this run, or nothing past the last
+            store_partition(location.folder(), q, x, y)
+            yield q, ("data", stats)
     return write
+
+
+def _gather(records, datasets):
+    """{(run_id, p): (x, y, stats)} from a stream of chunk and stats records of the given runs.
+
+    `datasets` maps run_id -> (DataLocation, width); chunks are put back in their order."""
+    chunks, stats = {}, {}
+    for p, record in records:
+        key = (record[1], p)
+        if record[0] == "chunk":
+            chunks.setdefault(key, []).append(record[2:])
+        else:
+            stats[key] = record[2]
+    gathered = {}
+    for key in sorted(stats):
+        width = datasets[key[0]][1]
+        part = sorted(chunks.get(key, []), key=lambda c: c[0])
+        x = np.concatenate([c[1] for c in part]) if part else np.zeros((0, width), np.float32)
+        y = np.concatenate([c[2] for c in part]) if part else np.zeros(0, np.float64)
+        gathered[key] = (x, y, stats[key])
+    return gathered
 
 
 def store_partition(folder, p, x, y):
@@ -303,7 +320,7 @@ def store_partition(folder, p, x, y):
     _LOADED.pop((folder, p), None)
 
 
-def _arrow_chunks(data, width, policy, has_label):
+def _arrow_chunks(data, width, policy, has_label, run_id):
     """The converted chunks of a DataFrame as an RDD of (p, record) pairs, through Arrow.
 
     mapInArrow yields Arrow rows; each carries one chunk's raw float32/float64 bytes (or the
@@ -317,28 +334,27 @@ def _arrow_chunks(data, width, policy, has_label):
                               ("x", pa.binary()), ("y", pa.binary()), ("stats", pa.string())])
 
     def encode(batches):
-        for p, record in convert_partition(batches, width, policy, has_label):
+        for p, record in convert_partition(batches, width, policy, has_label, run_id):
             if record[0] == "chunk":
-                row = dict(partition=p, chunk=record[1], rows=len(record[2]), x=record[2].tobytes(),
-                           y=record[3].tobytes(), stats=None)
+                row = dict(partition=p, chunk=record[2], rows=len(record[3]), x=record[3].tobytes(),
+                           y=record[4].tobytes(), stats=None)
             else:
-                row = dict(partition=p, chunk=-1, rows=0, x=b"", y=b"", stats=json.dumps(record[1]))
+                row = dict(partition=p, chunk=-1, rows=0, x=b"", y=b"", stats=json.dumps(record[2]))
             yield pa.RecordBatch.from_pylist([row], schema=arrow_schema)
 
     def decode(row):
         if row.stats is not None:
-            return row.partition, ("stats", json.loads(row.stats))
+            return row.partition, ("stats", run_id, json.loads(row.stats))
         x = np.frombuffer(row.x, dtype=np.float32).reshape(row.rows, width)
-        return row.partition, ("chunk", row.chunk, x, np.frombuffer(row.y, dtype=np.float64))
+        return row.partition, ("chunk", run_id, row.chunk, x, np.frombuffer(row.y, dtype=np.float64))
 
     schema = "partition long, chunk long, rows long, x binary, y binary, stats string"
     return data.mapInArrow(encode, schema).rdd.map(decode)
 
 
-def materialize_keyed(chunks, key_partitions, cache_root, width, feature_shape, policy, has_label, source):
+def materialize_keyed(chunks, key_partitions, location, width, feature_shape, policy, has_label, source):
     """Shuffle the (p, record) chunks into partition p, write each partition's cache files on the
     executor that gets it and keep its token (one Spark job); returns PartitionedData."""
-    location = DataLocation(cache_root, f"run-{uuid.uuid4().hex}")
     keyed = chunks.partitionBy(key_partitions, by_key)
     tokens = keyed.mapPartitionsWithIndex(_write_partition(location, width, has_label), preservesPartitioning=True)
     # Serialised as partitionBy's output is: a union with the all-reduce's shuffles then needs no
@@ -351,42 +367,32 @@ def materialize_keyed(chunks, key_partitions, cache_root, width, feature_shape, 
 
 
 def grouped_by_rank(datasets, ranks):
-    """The chunks of several PartitionedData (same P) regrouped into `ranks` partitions for a barrier stage.
+    """The keyed chunks of several PartitionedData (same P) as `ranks` partitions for a barrier stage.
 
-    Partition r holds every record of data partitions p with p * ranks // P == r, keyed
-    ((dataset index, p), record). One shuffle, whose map side reads the datasets' keyed shuffles:
-    nothing is converted again and nothing passes through the driver.
+    Partition r holds the records of every data partition p with p * ranks // P == r. With one
+    rank per partition that is the datasets' own shuffles, unioned (narrow); otherwise one more
+    shuffle, whose map side reads theirs. Nothing is converted again or passes the driver.
     """
     P = datasets[0].num_partitions
+    keyed = [d.keyed for d in datasets]
+    union = keyed[0] if len(keyed) == 1 else keyed[0].context.union(keyed)
+    if ranks == P == union.getNumPartitions():
+        return union
 
-    def rank_of(key):
-        return key[1] * ranks // P
+    def rank_of(p):
+        return p * ranks // P
 
-    tagged = [d.keyed.map(lambda kv, i=i: ((i, kv[0]), kv[1])) for i, d in enumerate(datasets)]
-    union = tagged[0] if len(tagged) == 1 else tagged[0].context.union(tagged)
     return union.partitionBy(ranks, rank_of)
 
 
 def store_grouped(records, datasets):
-    """Write the partitions a grouped_by_rank task received into this executor's cache.
+    """Cache the partitions a grouped_by_rank task received on this executor.
 
-    `datasets` are (location, width) per dataset index, in grouped_by_rank's order. Returns
-    the data partitions stored, per dataset index.
+    `datasets` are (DataLocation, width) of the runs the records belong to.
     """
-    chunks = {}
-    for (i, p), record in records:
-        part = chunks.setdefault((i, p), [])
-        if record[0] == "chunk":
-            part.append(record[1:])
-    stored = {}
-    for (i, p), part in sorted(chunks.items()):
-        location, width = datasets[i]
-        part.sort(key=lambda c: c[0])
-        x = np.concatenate([c[1] for c in part]) if part else np.zeros((0, width), np.float32)
-        y = np.concatenate([c[2] for c in part]) if part else np.zeros(0, np.float64)
-        store_partition(location.folder(), p, x, y)
-        stored.setdefault(i, []).append(p)
-    return stored
+    by_run = {location.run_id: (location, width) for location, width in datasets}
+    for (run_id, p), (x, y, _) in _gather(records, by_run).items():
+        store_partition(by_run[run_id][0].folder(), p, x, y)
 
 
 def materialize_dataframe(df, features_col="features", label_col="label", feature_shape=None,
@@ -426,8 +432,9 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
     if data.rdd.getNumPartitions() != P:
         data = data.repartition(P)
     has_label = label_col is not None
-    return materialize_keyed(_arrow_chunks(data, width, policy, has_label), max(key_partitions or P, P), cache_root,
-                             width, feature_shape, policy, has_label,
+    location = new_location(cache_root)
+    return materialize_keyed(_arrow_chunks(data, width, policy, has_label, location.run_id),
+                             max(key_partitions or P, P), location, width, feature_shape, policy, has_label,
                              f"features column {features_col!r} / label column {label_col!r}")
 
 

@@ -7,7 +7,7 @@ bad-row policy applies. Nothing is collected to the driver except one sample (it
 """
 import numpy as np
 
-from bigdl_py.data.partitions import POLICIES, convert_partition, materialize_keyed
+from bigdl_py.data.partitions import POLICIES, convert_partition, materialize_keyed, new_location
 
 _ROWS_PER_BATCH = 4096
 
@@ -67,6 +67,8 @@ def materialize_rdd(rdd, feature_shape=None, num_partitions=None, cache_root=Non
     P = num_partitions or rdd.context.defaultParallelism
     if rdd.getNumPartitions() != P:
         rdd = rdd.repartition(P)
-    chunks = rdd.mapPartitions(lambda samples: convert_partition(_arrow_batches(samples), width, policy, True))
-    return materialize_keyed(chunks, max(key_partitions or P, P), cache_root, width, shape, policy, True,
+    location = new_location(cache_root)
+    chunks = rdd.mapPartitions(
+        lambda samples: convert_partition(_arrow_batches(samples), width, policy, True, location.run_id))
+    return materialize_keyed(chunks, max(key_partitions or P, P), location, width, shape, policy, True,
                              "RDD samples (features, label)")
