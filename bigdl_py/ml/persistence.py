@@ -6,9 +6,10 @@
 
 Local paths (no scheme, or file://) are written directly and atomically: the whole
 folder is built under a temp name beside `path` and then swapped in, so an
-overwrite keeps the old save loadable until the new one is complete. Other schemes
-(hdfs://, s3a://, ...) go through the JVM's Hadoop FileSystem from a local temp
-folder.
+overwrite keeps the old save loadable until the new one is complete. Object stores
+(s3://, s3a://) go through bigdl_py.storage, committed by a marker written last (see
+ml/stage_storage.py). Other schemes (hdfs://, ...) go through the JVM's Hadoop
+FileSystem from a local temp folder.
 """
 import os
 import shutil
@@ -18,6 +19,7 @@ from urllib.parse import urlparse
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
 from bigdl_py.atomic import atomic_directory
+from bigdl_py.ml.stage_storage import load_stage, on_object_store, save_stage
 from bigdl_py.nn.io import load_model, save_model
 
 MODEL_DIR = "model"
@@ -93,6 +95,9 @@ class NNWriter(MLWriter):
         failed write would leave with no model at all; here the old save stays until
         the new one is complete.
         """
+        if on_object_store(path):
+            save_stage(self.instance, path, self.shouldOverwrite)
+            return
         local = _on_local_filesystem(self.sparkSession, path)
         if local is None:
             super().save(path)
@@ -116,6 +121,8 @@ class NNReader(MLReader):
         self.cls = cls
 
     def load(self, path):
+        if on_object_store(path):
+            return load_stage(self.cls, path)
         expected = f"{self.cls.__module__}.{self.cls.__name__}"
         try:
             metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession.sparkContext)
