@@ -118,6 +118,16 @@ def basename(uri):
     return posixpath.basename((parts.path if scheme else os.fspath(uri)).rstrip("/"))
 
 
+def dirname(uri):
+    """The parent folder of a URI or path, in the same form."""
+    uri = os.fspath(uri)
+    scheme, parts = _split(uri)
+    if not scheme:
+        return os.path.dirname(os.path.abspath(uri))
+    path = posixpath.dirname(parts.path.rstrip("/")) or "/"
+    return f"{parts.scheme}://{parts.netloc}{path}" + (f"?{parts.query}" if parts.query else "")
+
+
 def makedirs(uri):
     fs, path = resolve(uri)
     fs.create_dir(path, recursive=True)

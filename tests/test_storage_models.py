@@ -78,3 +78,23 @@ def test_a_remote_stage_without_its_marker_is_refused(spark, s3_root):
     drop_marker(uri)
     with pytest.raises(ValueError, match=r"pm\S*: no _COMMITTED marker; expected a complete saved stage"):
         load_stage(PipelineModel, uri)
+
+
+def test_training_log_and_tensorboard_reach_the_storage_uri(root, tmp_path):
+    from tbparse import SummaryReader
+
+    from bigdl_py.engine.training_log import read_log
+    from bigdl_py.optim import Adam, MaxIteration
+    from tests.test_engine_checkpoint import make
+
+    log, board = storage.join(root, "run", "train.jsonl"), storage.join(root, "run", "tensorboard")
+    opt = make(Adam(), end_trigger=MaxIteration(4))
+    opt.set_training_log(log)
+    opt.set_tensorboard(board, weights_every=2)
+    opt.optimize()
+    assert [r["step"] for r in read_log(log)] == [1, 2, 3, 4]
+    storage.download_dir(board, str(tmp_path / "events"))
+    frame = SummaryReader(str(tmp_path / "events")).scalars
+    losses = frame[frame.tag == "train/loss"].sort_values("step")
+    assert list(losses.step) == [1, 2, 3, 4]
+    np.testing.assert_allclose(losses.value, [h["loss"] for h in opt.history], rtol=1e-6)

@@ -1,6 +1,9 @@
 """TensorBoard event files written on the driver: step scalars, validation metrics, weight and gradient norms."""
 import numpy as np
 
+from bigdl_py import storage
+from bigdl_py.mirror import Mirror
+
 # Log-entry keys written as scalars each iteration, and their tags.
 STEP_SCALARS = {"loss": "train/loss", "lr": "train/lr", "samples_s": "train/samples_s",
                 "compute_ms": "time/compute_ms", "sync_ms": "time/sync_ms", "data_ms": "time/data_ms",
@@ -36,8 +39,11 @@ class TensorBoardWriter:
     weights_norm/<parameter>, gradients_norm/<parameter> at the iterations norms are given for.
 
     Args:
-        log_dir: folder of the event files (created if missing).
+        log_dir: folder of the event files (created if missing), a local path or a storage
+            URI (hdfs://, s3://): remote folders get the files written locally and copied
+            every `interval` seconds and at close (see bigdl_py.mirror).
         segment_names: the parameter name of each segment of the flat vector, in order.
+        interval: least seconds between two copies to remote storage.
 
     Example:
         board = TensorBoardWriter("output/tensorboard", ["0.weight", "0.bias"])
@@ -45,11 +51,13 @@ class TensorBoardWriter:
         board.close()
     """
 
-    def __init__(self, log_dir, segment_names):
+    def __init__(self, log_dir, segment_names, interval=30.0):
         from tensorboardX import SummaryWriter
 
         self.segment_names = list(segment_names)
-        self.writer = SummaryWriter(log_dir)
+        local = storage.local_path(log_dir)
+        self.mirror = None if local is not None else Mirror(log_dir, interval)
+        self.writer = SummaryWriter(local if local is not None else self.mirror.local)
 
     def write_step(self, entry, scores):
         """The iteration's scalars from its log entry, and its validation `scores` ({name: value})."""
@@ -59,6 +67,9 @@ class TensorBoardWriter:
                 self.writer.add_scalar(tag, entry[key], step)
         for name, value in scores.items():
             self.writer.add_scalar(f"validation/{name}", value, step)
+        if self.mirror is not None:
+            self.writer.flush()
+            self.mirror.sync()
 
     def write_norms(self, step, weight_squares, gradient_squares):
         """L2 norms from per-segment sums of squares of the weights and the gradient after `step`."""
@@ -73,3 +84,5 @@ class TensorBoardWriter:
 
     def close(self):
         self.writer.close()
+        if self.mirror is not None:
+            self.mirror.close()
