@@ -28,3 +28,12 @@ def test_string_validation_label_column_is_rejected_too(spark):
     clf = NNClassifier(model=zoo.mlp((4, 2), seed=0), labelCol="y", maxEpoch=1, numPartitions=2).setValidation(val)
     with pytest.raises(ValueError, match=r"label column 'y': expected a numeric column, found string"):
         clf.fit(train)
+
+
+def test_classifier_rejects_fractional_labels_on_the_driver_naming_the_column(spark):
+    df = spark.createDataFrame([(X[i].tolist(), 0.5 * (i % 3)) for i in range(21)],
+                               "features array<double>, target double")
+    clf = NNClassifier(model=zoo.mlp((4, 2), seed=0), labelCol="target", maxEpoch=1, numPartitions=2)
+    with pytest.raises(ValueError, match=r"label column 'target': expected whole-number class labels \(0, 1, ...\), "
+                                         r"found 7 value\(s\) with a fraction; index labels with .*StringIndexer"):
+        clf.fit(df)

@@ -125,3 +125,9 @@ def test_get_resolves_names():
 def test_bad_arguments_raise(call, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize("name, needs", [("top1", True), ("top5", True), ("auc", True), ("precision", True),
+                                         ("recall", True), ("loss", False), ("mae", False)])
+def test_metrics_say_whether_they_need_class_labels(name, needs):
+    assert metrics_get(name).needs_class_labels is needs

@@ -56,12 +56,14 @@ class PartitionedData:
             records and one (p, ("stats", run_id, {...})) in partition p: the ring's ranks read it.
     """
 
-    def __init__(self, location, sizes, bad, feature_shape, label_range, tokens=None, keyed=None):
+    def __init__(self, location, sizes, bad, feature_shape, label_range, tokens=None, keyed=None,
+                 fractional_labels=0):
         self.location = location
         self.sizes = sizes
         self.bad = bad  # {cause: count}
         self.feature_shape = feature_shape
         self.label_range = label_range  # (min, max) over kept rows, or None
+        self.fractional_labels = fractional_labels  # kept rows whose label is not a whole number
         self.tokens = tokens
         self.keyed = keyed
 
@@ -247,7 +249,7 @@ def convert_partition(batches, width, policy, has_label, run_id):
 
     p = TaskContext.get().partitionId()
     bad = dict.fromkeys(BAD_CAUSES, 0)
-    rows, chunk, label_min, label_max = 0, 0, np.inf, -np.inf
+    rows, chunk, label_min, label_max, fractional = 0, 0, np.inf, -np.inf, 0
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -266,6 +268,7 @@ def convert_partition(batches, width, policy, has_label, run_id):
             bad["non_finite"] += int((keep & ~np.isfinite(y)).sum())
             keep &= np.isfinite(y)
             y = y[keep]
+            fractional += int(np.count_nonzero(y != np.floor(y)))
             if y.size:
                 label_min, label_max = min(label_min, float(y.min())), max(label_max, float(y.max()))
         rows += int(keep.sum())
@@ -277,7 +280,7 @@ def convert_partition(batches, width, policy, has_label, run_id):
                 chunk += 1
     finite = rows and has_label
     yield p, ("stats", run_id, dict(partition=p, rows=rows, label_min=label_min if finite else np.nan,
-                            label_max=label_max if finite else np.nan, **bad))
+                            label_max=label_max if finite else np.nan, fractional_labels=fractional, **bad))
 
 
 def _write_partition(location, width, has_label):
@@ -452,7 +455,9 @@ def summarize_conversion(rows, location, width, feature_shape, policy, has_label
     mins = [r["label_min"] for r in rows if r["rows"]]
     label_range = (min(mins), max(r["label_max"] for r in rows if r["rows"])) if has_label and mins else None
     shape = tuple(feature_shape) if feature_shape is not None else (width,)
-    return PartitionedData(location, sizes, bad, shape, label_range, tokens=tokens, keyed=keyed)
+    fractional = sum(int(r["fractional_labels"]) for r in rows) if has_label else 0
+    return PartitionedData(location, sizes, bad, shape, label_range, tokens=tokens, keyed=keyed,
+                           fractional_labels=fractional)
 
 
 def feature_width(df, features_col):

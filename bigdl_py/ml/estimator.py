@@ -14,7 +14,7 @@ from pyspark.ml import Estimator
 
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.distri import DistriOptimizer
-from bigdl_py.ml.labels import check_label_type
+from bigdl_py.ml.labels import check_class_labels, check_label_type, check_metrics_fit_labels
 from bigdl_py.ml.model import NNClassificationModel, NNModel
 from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams, NNTrainingParams
 from bigdl_py.ml.persistence import NNPersistable
@@ -116,8 +116,10 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
     def _default_criterion(self, outputs_per_row):
         raise ValueError("NNEstimator: criterion is required (NNClassifier and NNRegressor have defaults)")
 
-    def _check_labels(self, label_range, outputs_per_row):
-        """Subclasses reject labels the criterion cannot take."""
+    def _check_labels(self, data, outputs_per_row):
+        """Reject labels the validation metrics cannot take; subclasses add what their criterion needs."""
+        if self._validation_df is not None or self.getValidationFraction() > 0:
+            check_metrics_fit_labels(data, self.getLabelCol(), self.getValidationMetrics())
 
     # ---- fit ------------------------------------------------------------------------------
     def _fit(self, df):
@@ -144,7 +146,7 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
             # Labels come one per row (N,): train (N, 1) outputs as (N,) so element-wise losses match.
             opt.model = Sequential(module, Reshape([]))
         opt.criterion = self._criterion or self._default_criterion(per_row)
-        self._check_labels(opt.data.label_range, per_row)
+        self._check_labels(opt.data, per_row)
         opt.set_progress(self.getProgress())
         if self.getTensorboardDir() is not None:
             opt.set_tensorboard(self.getTensorboardDir())
@@ -257,12 +259,9 @@ class NNClassifier(NNEstimator, NNClassifierParams):
     def _default_criterion(self, outputs_per_row):
         return BCEWithLogitsLoss() if outputs_per_row == 1 else CrossEntropyLoss()
 
-    def _check_labels(self, label_range, outputs_per_row):
-        classes = max(outputs_per_row, 2)
-        if label_range is not None and (label_range[0] < 0 or label_range[1] > classes - 1):
-            raise ValueError(f"label column {self.getLabelCol()!r}: expected 0-based class labels in "
-                             f"[0, {classes - 1}] for a model with {outputs_per_row} output(s), found values in "
-                             f"[{label_range[0]:g}, {label_range[1]:g}]")
+    def _check_labels(self, data, outputs_per_row):
+        check_class_labels(data, self.getLabelCol(), outputs_per_row)
+        super()._check_labels(data, outputs_per_row)
 
 
 class NNRegressor(NNEstimator):

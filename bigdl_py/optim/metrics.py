@@ -53,9 +53,11 @@ def _binary(output, target):
 
 
 class Metric(Configurable):
-    """Base class; `name` labels the metric in logs."""
+    """Base class; `name` labels the metric in logs and `needs_class_labels` says whether
+    targets must be whole-number class labels (accuracy, AUC, ...) rather than any value."""
 
     _registry = METRICS
+    needs_class_labels = False
 
     @property
     def name(self):
@@ -90,6 +92,8 @@ class TopK(Metric):
     For k=1 a single-column (or 1-D) output is binary: predicted 1 when > 0.5.
     Partial: (correct, count).
     """
+
+    needs_class_labels = True
 
     def __init__(self, k=1):
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
@@ -183,6 +187,8 @@ class AUC(Metric):
     Partial: (scores float64 array, labels bool array).
     """
 
+    needs_class_labels = True
+
     def __init__(self):
         self.config = {}
 
@@ -215,6 +221,8 @@ class AUC(Metric):
 
 class _BinaryCounts(Metric):
     """Partial: (true positives, false positives, false negatives)."""
+
+    needs_class_labels = True
 
     def __init__(self):
         self.config = {}
