@@ -54,12 +54,22 @@ def lineage_root(sc, run_id, lineage_root=None, checkpoint_path=None):
         return storage.join(lineage_root, run_id)
     if checkpoint_path:
         return storage.join(checkpoint_path, LINEAGE_DIR, run_id)
+    return spark_wide_folder(sc, "bigdl_py-lineage", run_id,
+                             "lineage_every: the recovery checkpoints", "lineage_root= (NNEstimator: lineageRoot), "
+                             "a checkpoint path (set_checkpoint / checkpointPath) or sc.setCheckpointDir(...) naming "
+                             "a shared folder, hdfs:// or s3:// URI (or lineage_every=0 to never cut the lineage)")
+
+
+def spark_wide_folder(sc, name, run_id, what, settings):
+    """`name/run_id` under the SparkContext's checkpoint directory, or under the local temp folder on a
+    local master; a ValueError saying that `what` needs `settings` on a cluster master without it.
+
+    Example:
+        spark_wide_folder(sc, "bigdl_py-early-stopping", "r1", "early stopping", "checkpointPath")
+    """
     spark_dir = sc.getCheckpointDir()
     if spark_dir:
-        return storage.join(spark_dir, "bigdl_py-lineage", run_id)
+        return storage.join(spark_dir, name, run_id)
     if single_host(sc.master):
-        return os.path.join(tempfile.gettempdir(), "bigdl_py-lineage", run_id)
-    raise ValueError(f"lineage_every: the recovery checkpoints of master {sc.master!r} need storage every "
-                     f"executor can write; expected lineage_root= (NNEstimator: lineageRoot), a checkpoint "
-                     f"path (set_checkpoint / checkpointPath) or sc.setCheckpointDir(...) naming a shared "
-                     f"folder, hdfs:// or s3:// URI (or lineage_every=0 to never cut the lineage)")
+        return os.path.join(tempfile.gettempdir(), name, run_id)
+    raise ValueError(f"{what} of master {sc.master!r} need storage every executor can write; expected {settings}")

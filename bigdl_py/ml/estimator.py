@@ -5,15 +5,16 @@ CrossValidator can fit many copies), trains it with the distributed engine on th
 DataFrame, and returns an NNModel / NNClassificationModel with the trained Module,
 the feature shape it was trained on and `history` (one dict per epoch).
 """
-import shutil
-import tempfile
+import uuid
 
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Estimator
 
+from bigdl_py import storage
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.distri import DistriOptimizer
+from bigdl_py.engine.lineage import spark_wide_folder
 from bigdl_py.ml.labels import check_class_labels, check_label_type, check_metrics_fit_labels
 from bigdl_py.ml.model import NNClassificationModel, NNModel
 from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams, NNTrainingParams
@@ -66,6 +67,10 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
         earlyStoppingPatience (epochs without improvement; the best epoch's weights
         are kept), checkpointPath, numPartitions, seed, sync, badRows ("error" | "skip",
         for fit and transform), inferenceBatchSize, predictionCol.
+        cacheRoot, lineageEvery, lineageRoot: as DistriOptimizer's cache_root, lineage_every
+            and lineage_root. On a cluster, checkpointPath and lineageRoot name storage every
+            host can write (a shared folder, hdfs:// or s3://); early stopping without a
+            checkpointPath keeps its epoch checkpoints under the SparkContext checkpoint dir.
         tensorboardDir: a folder for TensorBoard event files of fit (loss, lr, time split,
             validation metrics, weight and gradient norms; see DistriOptimizer.set_tensorboard).
         progress: a progress bar on the driver during fit (True, False, or None:
@@ -76,9 +81,9 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
     def __init__(self, model=None, criterion=None, featuresCol="features", labelCol="label",
                  predictionCol="prediction", featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam",
                  learningRate=1e-3, schedule=None, validationFraction=0.0, validationMetrics=("top1", "loss"),
-                 earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None, numPartitions=None,
-                 seed=0, sync="blockmanager", tensorboardDir=None, progress=None, badRows="error",
-                 inferenceBatchSize=256):
+                 earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None, cacheRoot=None,
+                 lineageEvery=50, lineageRoot=None, numPartitions=None, seed=0, sync="blockmanager",
+                 tensorboardDir=None, progress=None, badRows="error", inferenceBatchSize=256):
         super().__init__()
         self._init_estimator(self._input_kwargs)
 
@@ -97,8 +102,9 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
     def setParams(self, featuresCol="features", labelCol="label", predictionCol="prediction", featureShape=None,
                   batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
                   validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
-                  earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager",
-                  tensorboardDir=None, progress=None, badRows="error", inferenceBatchSize=256):
+                  earlyStoppingPatience=None, checkpointPath=None, cacheRoot=None, lineageEvery=50,
+                  lineageRoot=None, numPartitions=None, seed=0, sync="blockmanager", tensorboardDir=None,
+                  progress=None, badRows="error", inferenceBatchSize=256):
         return self._set(**self._input_kwargs)
 
     def getModel(self):
@@ -138,7 +144,8 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
                               seed=self.getSeed(), features_col=self.getFeaturesCol(),
                               label_col=self.getLabelCol(), feature_shape=self.getFeatureShape(),
                               num_partitions=self.getNumPartitions(), bad_rows=self.getBadRows(),
-                              sync=self.getSync())
+                              sync=self.getSync(), cache_root=self.getCacheRoot(),
+                              lineage_every=self.getLineageEvery(), lineage_root=self.getLineageRoot())
         shape = opt.data.feature_shape
         outputs = model_output_shapes(module, np.zeros((1,) + tuple(shape), np.float32))
         per_row = int(np.prod(outputs[0]))
@@ -159,7 +166,7 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
                 trained = _checkpoint_of_epoch(ckpt_root, best)
         finally:
             if own_root:
-                shutil.rmtree(ckpt_root, ignore_errors=True)
+                storage.remove_tree(ckpt_root)
         if trained is not module and outputs[0] == (1,):
             # Back from the training wrapper to the user's architecture ("0." is its slot in the wrapper).
             module.load_state_dict({k[2:]: v for k, v in trained.state_dict().items() if k.startswith("0.")})
@@ -202,7 +209,9 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
         if metric or patience:
             opt.set_early_stopping(metric or self.getValidationMetrics()[0])
             # Every epoch: the best one is at most `patience` epochs old when training stops.
-            root = root or tempfile.mkdtemp(prefix="bigdl_py-early-stopping-")
+            root = root or spark_wide_folder(opt.sc, "bigdl_py-early-stopping", uuid.uuid4().hex,
+                                             "early stopping: the epoch checkpoints", "checkpointPath or "
+                                             "sc.setCheckpointDir(...) naming a shared folder, hdfs:// or s3:// URI")
             opt.set_checkpoint(root, EveryEpoch(), keep=(patience or self.getMaxEpoch()) + 1)
         elif root:
             opt.set_checkpoint(root, EveryEpoch())
@@ -241,8 +250,9 @@ class NNClassifier(NNEstimator, NNClassifierParams):
                  predictionCol="prediction", probabilityCol="probability", rawPredictionCol="rawPrediction",
                  featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
                  validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
-                 earlyStoppingPatience=None, checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager",
-                 tensorboardDir=None, progress=None, badRows="error", inferenceBatchSize=256):
+                 earlyStoppingPatience=None, checkpointPath=None, cacheRoot=None, lineageEvery=50,
+                 lineageRoot=None, numPartitions=None, seed=0, sync="blockmanager", tensorboardDir=None,
+                 progress=None, badRows="error", inferenceBatchSize=256):
         kwargs = self._input_kwargs
         super(NNEstimator, self).__init__()  # the Params chain, without NNEstimator's keyword handling
         self._init_estimator(kwargs)
@@ -252,8 +262,9 @@ class NNClassifier(NNEstimator, NNClassifierParams):
                   probabilityCol="probability", rawPredictionCol="rawPrediction", featureShape=None, batchSize=256,
                   maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None, validationFraction=0.0,
                   validationMetrics=("top1", "loss"), earlyStoppingMetric=None, earlyStoppingPatience=None,
-                  checkpointPath=None, numPartitions=None, seed=0, sync="blockmanager", tensorboardDir=None,
-                  progress=None, badRows="error", inferenceBatchSize=256):
+                  checkpointPath=None, cacheRoot=None, lineageEvery=50, lineageRoot=None, numPartitions=None,
+                  seed=0, sync="blockmanager", tensorboardDir=None, progress=None, badRows="error",
+                  inferenceBatchSize=256):
         return self._set(**self._input_kwargs)
 
     def _default_criterion(self, outputs_per_row):

@@ -40,6 +40,15 @@ def _optional_positive_int(name):
     return lambda value: None if value is None else check(value)
 
 
+def _non_negative_int(name):
+    def convert(value):
+        v = TypeConverters.toInt(value)
+        if v < 0:
+            raise TypeError(f"{name}: expected an integer >= 0, received {value!r}")
+        return v
+    return convert
+
+
 def _config_or_name(name):
     """A registry name ("adam") or a config dict; objects with get_config() are stored as their config."""
     def convert(value):
@@ -165,7 +174,15 @@ class NNTrainingParams(HasLabelCol, HasSeed):
                              _optional_string)
     earlyStoppingPatience = _p("earlyStoppingPatience", "epochs without improvement before stopping",
                                _optional_positive_int("earlyStoppingPatience"))
-    checkpointPath = _p("checkpointPath", "folder for training checkpoints (None: none kept)", _optional_string)
+    checkpointPath = _p("checkpointPath", "folder or URI (file://, hdfs://, s3://) every host can write, for "
+                                          "training checkpoints (None: none kept)", _optional_string)
+    cacheRoot = _p("cacheRoot", "executor-local folder for the converted training partitions (None: the "
+                                "executors' temp folder)", _optional_string)
+    lineageEvery = _p("lineageEvery", "iterations between recovery checkpoints that cut the lineage (0: never)",
+                      _non_negative_int("lineageEvery"))
+    lineageRoot = _p("lineageRoot", "folder or URI every host can write, for the recovery checkpoints (None: "
+                                    "checkpointPath/lineage, else the SparkContext checkpoint dir, else a local "
+                                    "temp folder on local masters)", _optional_string)
     numPartitions = _p("numPartitions", "training partitions (None: Spark's default parallelism)",
                        _optional_positive_int("numPartitions"))
     sync = _p("sync", "gradient all-reduce: 'blockmanager' (Spark blocks), 'ring' (one barrier stage, TCP) "
@@ -180,6 +197,7 @@ class NNTrainingParams(HasLabelCol, HasSeed):
         self._setDefault(labelCol="label", batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3,
                          schedule=None, validationFraction=0.0, validationMetrics=["top1", "loss"],
                          earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None,
+                         cacheRoot=None, lineageEvery=50, lineageRoot=None,
                          numPartitions=None, seed=0, sync="blockmanager", tensorboardDir=None,
                          progress=None)
 
@@ -196,5 +214,6 @@ def _accessors(cls, names):
 
 _accessors(NNTrainingParams, ["labelCol", "batchSize", "maxEpoch", "optimizer", "learningRate", "schedule",
                               "validationFraction", "validationMetrics", "earlyStoppingMetric",
-                              "earlyStoppingPatience", "checkpointPath", "numPartitions", "seed", "sync",
+                              "earlyStoppingPatience", "checkpointPath", "cacheRoot", "lineageEvery",
+                              "lineageRoot", "numPartitions", "seed", "sync",
                               "tensorboardDir", "progress"])
