@@ -44,6 +44,9 @@ def parse_args(argv=None):
     ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint, if any")
     ap.add_argument("--cache-root", default=None, help="folder for the converted partitions")
     ap.add_argument("--lineage-every", type=int, default=50)
+    ap.add_argument("--lineage-root", default=None,
+                    help="folder or URI every executor can write, for the recovery checkpoints (needed on clusters "
+                         "without --checkpoint-dir)")
     ap.add_argument("--sync", choices=["blockmanager", "ring", "auto"], default="blockmanager")
     ap.add_argument("--log", default=None, help="training log (JSON lines, one per iteration)")
     ap.add_argument("--spark-log-level", default="ERROR", help="e.g. WARN or INFO to see task retries")
@@ -145,7 +148,7 @@ def main(argv=None):
                               batch_size=args.batch_size, end_trigger=stop, learning_rate=args.lr,
                               seed=args.seed, num_partitions=len(args.sizes),
                               feature_shape=FEATURE_SHAPES[args.model], cache_root=args.cache_root,
-                              lineage_every=args.lineage_every, sync=args.sync)
+                              lineage_every=args.lineage_every, lineage_root=args.lineage_root, sync=args.sync)
         opt.set_training_log(args.log)
         if args.checkpoint_dir:
             opt.set_checkpoint(args.checkpoint_dir, SeveralIteration(args.checkpoint_every), keep=2)

@@ -38,7 +38,8 @@ def job_args(tmp_path, sizes="90,0,121", iterations=20, optim="adam", model="mlp
     """Command-line arguments for one run; the same list configures the oracle."""
     args = ["--model", model, "--sizes", sizes, "--iterations", iterations, "--optim", optim,
             "--out", tmp_path / "weights.npy",
-            "--cache-root", tmp_path / "cache", "--log", tmp_path / "train.jsonl"]
+            "--cache-root", tmp_path / "cache", "--log", tmp_path / "train.jsonl",
+            "--lineage-root", tmp_path / "lineage"]
     for key, value in extra.items():
         args += [f"--{key.replace('_', '-')}", value]
     return [str(a) for a in args]

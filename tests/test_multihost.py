@@ -47,8 +47,8 @@ def train_on_hosts(cluster, tmp_path, sync, cache_root):
     from tests.test_distri_clusters import assert_equals_oracle, job_args
 
     args = job_args(tmp_path, iterations=8, sync=sync)
-    at = args.index("--cache-root") + 1
-    args[at] = cache_root
+    args[args.index("--cache-root") + 1] = cache_root
+    args[args.index("--lineage-root") + 1] = f"{cluster.shared}/lineage-{sync}"
     summary = run_submitted(cluster, tmp_path, f"train-{sync}", JOB, *args)
     assert summary["last_step"] == 8 and summary["sync"] == sync
     assert_equals_oracle(args, tmp_path / "weights.npy")
@@ -74,6 +74,7 @@ def test_a_host_losing_its_executor_mid_training_still_gives_the_oracle_weights(
     args = job_args(tmp_path, iterations=10, pause_after=5, marker=marker, go=go, sync=sync,
                     checkpoint_dir=f"{isolated_hosts.shared}/ckpt-{sync}", checkpoint_every=3)
     args[args.index("--cache-root") + 1] = str(tmp_path / "driver-only-cache")
+    args[args.index("--lineage-root") + 1] = f"{isolated_hosts.shared}/lineage-killed-{sync}"
     proc = Process(isolated_hosts.submit_command(JOB, *args), tmp_path / "job.log")
     try:
         wait_until(marker.exists, JOB_TIMEOUT_S, "the job to finish iteration 5", watch=[proc])
