@@ -19,7 +19,8 @@ Commit: where a folder renames atomically (local disks, NFS, HDFS) the checkpoin
 built under a temporary name and renamed into place; on object stores (S3) it is
 written in place. Either way `_COMMITTED` is written last, and only folders holding it
 are listed, so a crash leaves the previous checkpoint or a complete new one, never a
-half one that looks valid. Sub-folders that are not `ckpt-<step>` (such as the
+half one that looks valid; the next commit deletes what such a write left (temp
+folders and marker-less `ckpt-<step>` of earlier steps). Sub-folders that are not `ckpt-<step>` (such as the
 `lineage/` recovery points of DistriOptimizer) are never listed. Sampling is a pure
 function of (seed, epoch, partition), so the counters are the whole random state.
 No pickle: JSON and .npz read with allow_pickle=False.
@@ -40,6 +41,7 @@ VERSION = 1
 MARKER = "_COMMITTED"
 LINEAGE_DIR = "lineage"
 _NAME = re.compile(r"^ckpt-(\d{10})$")
+_TEMP = re.compile(r"^\.tmp-ckpt-(\d{10})-[0-9a-f]{8}$")
 
 
 def _name(step):
@@ -95,9 +97,21 @@ def commit(tmp_dir, root, meta, model, keep=3):
     if tmp_dir != final:
         storage.remove_tree(final, first=MARKER)
         storage.move(tmp_dir, final)
-    for old in list_checkpoints(root)[:-keep]:
+    for old in list_checkpoints(root)[:-keep] + _abandoned(root, int(meta["step"])):
         storage.remove_tree(old, first=MARKER)
     return final
+
+
+def _abandoned(root, step):
+    """Folders of writes cut short before `step`'s commit: temp names and marker-less `ckpt-<s>`, s < step."""
+    found = []
+    for name in storage.listdir(root):
+        temp, final = _TEMP.match(name), _NAME.match(name)
+        if temp and int(temp.group(1)) < step:
+            found.append(storage.join(root, name))
+        elif final and int(final.group(1)) < step and not storage.isfile(storage.join(root, name, MARKER)):
+            found.append(storage.join(root, name))
+    return found
 
 
 def save(root, meta, model, state, keep=3):
