@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
-_SCHEMES = {"": "file", "file": "file", "hdfs": "hdfs", "viewfs": "hdfs", "s3": "s3", "s3a": "s3"}
+_SCHEMES = {"": "file", "file": "file", "hdfs": "hdfs", "s3": "s3", "s3a": "s3"}
 
 
 def _split(uri):
