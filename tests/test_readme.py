@@ -78,6 +78,7 @@ def test_python_blocks_run_as_pasted_in_a_fresh_interpreter(tmp_path):
     auc = float(re.search(r"AUC: ([0-9.]+)", proc.stdout).group(1))
     assert auc > 0.7, proc.stdout
     assert (work / "models" / "credit").is_dir() and (work / "lenet5" / "config.json").exists()
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(work / "runs" / "lenet5"))
 
 
 def shell_commands():
