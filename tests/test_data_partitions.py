@@ -70,8 +70,11 @@ def test_skip_policy_drops_and_counts_bad_rows(spark):
 
 def test_feature_shape_must_match_row_width(spark):
     df = spark.createDataFrame([([1.0, 2.0, 3.0], 0.0)], "features array<double>, label double")
-    with pytest.raises(ValueError, match=r"feature_shape \(2, 2\) holds 4 values.*3 values per row"):
+    with pytest.raises(ValueError, match=r"1 bad row\(s\) \(1 with wrong length; expected 4 finite values"):
         materialize_dataframe(df, feature_shape=(2, 2))
+    columns = spark.createDataFrame([(1.0, 2.0, 3.0, 0.0)], "a double, b double, c double, label double")
+    with pytest.raises(ValueError, match=r"feature_shape \(2, 2\) holds 4 values.*3 values per row"):
+        materialize_dataframe(columns, ["a", "b", "c"], feature_shape=(2, 2))
 
 
 def test_width_is_read_from_the_schema_where_declared(spark):

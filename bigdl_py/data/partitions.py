@@ -399,7 +399,8 @@ def store_grouped(records, datasets):
 
 
 def materialize_dataframe(df, features_col="features", label_col="label", feature_shape=None,
-                          num_partitions=None, cache_root=None, policy="error", key_partitions=None):
+                          num_partitions=None, cache_root=None, policy="error", key_partitions=None,
+                          input_spec=None):
     """Convert a DataFrame's features and labels into per-partition numpy arrays on the executors.
 
     Args:
@@ -412,6 +413,8 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
         policy: "error" (any bad row fails before training) or "skip" (dropped and counted).
         key_partitions: partitions of the token RDD (>= P; default P), to co-partition it
             with the all-reduce's shuffles.
+        input_spec: the model's declared input (nn.input_spec), which the rows are checked
+            against; see `feature_layout`.
 
     Returns:
         PartitionedData.
@@ -427,10 +430,7 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
     if label_col is not None:
         cols.append(F.col(label_col).cast("double").alias("label"))
     data = df.select(*cols)
-    width = feature_width(df, features_col)
-    if feature_shape is not None and int(np.prod(feature_shape)) != width:
-        raise ValueError(f"feature_shape {tuple(feature_shape)} holds {int(np.prod(feature_shape))} values, but "
-                         f"features column {features_col!r} has {width} values per row")
+    width, feature_shape = feature_layout(df, features_col, feature_shape, input_spec)
     P = num_partitions or df.sparkSession.sparkContext.defaultParallelism
     if data.rdd.getNumPartitions() != P:
         data = data.repartition(P)
@@ -460,13 +460,46 @@ def summarize_conversion(rows, location, width, feature_shape, policy, has_label
                            fractional_labels=fractional)
 
 
+def feature_layout(df, features_col, feature_shape=None, input_spec=None):
+    """(values per row, per-row shape) of the features of `df`, checked against the model.
+
+    The width comes from the schema (`declared_width`), else `feature_shape`, else the
+    model's `input_spec`, and only when none of them says from the first non-null row (one
+    small Spark job). The shape is `feature_shape`, else the model's input shape when it
+    fixes every axis, else flat. A schema, feature_shape and model that disagree fail here,
+    before any Spark job, naming both shapes.
+    """
+    source = f"features column {features_col!r}"
+    declared = declared_width(df, features_col)
+    if feature_shape is not None:
+        shape = tuple(int(s) for s in feature_shape)
+        if declared is not None and int(np.prod(shape)) != declared:
+            raise ValueError(f"feature_shape {shape} holds {int(np.prod(shape))} values, but {source} has "
+                             f"{declared} values per row")
+    else:
+        width = declared if declared is not None else input_spec and input_spec.flat_width()
+        width = width if width is not None else _first_row_width(df, features_col)
+        model_shape = input_spec and input_spec.shape
+        fixed = model_shape and Ellipsis not in model_shape and None not in model_shape
+        shape = tuple(model_shape) if fixed and int(np.prod(model_shape)) == width else (width,)
+    if input_spec is not None and not input_spec.fits(shape):
+        raise ValueError(f"{source} gives rows of shape {shape} ({int(np.prod(shape))} values), but the model "
+                         f"takes {input_spec.describe()}; set featureShape/feature_shape or change the model")
+    return int(np.prod(shape)), shape
+
+
 def feature_width(df, features_col):
-    """Values per row of the features of `df`: declared where the schema says it (a list of
-    numeric columns, one number, a Spark ML vector with ML attributes, e.g. VectorAssembler's
-    output), otherwise read from the first non-null row (one small Spark job). Rows of another
-    width are still caught row by row when the data is converted."""
+    """Values per row of the features of `df`: `declared_width`, otherwise read from the first
+    non-null row (one small Spark job). Rows of another width are still caught row by row when
+    the data is converted."""
+    declared = declared_width(df, features_col)
+    return declared if declared is not None else _first_row_width(df, features_col)
+
+
+def declared_width(df, features_col):
+    """Values per row where the schema says it (a list of numeric columns, one number, a Spark ML
+    vector with ML attributes, e.g. VectorAssembler's output), else None."""
     from pyspark.ml.linalg import VectorUDT
-    from pyspark.sql import functions as F
     from pyspark.sql.types import NumericType
 
     if not isinstance(features_col, str):
@@ -479,6 +512,12 @@ def feature_width(df, features_col):
         return int(attrs["num_attrs"])
     if "attrs" in attrs:
         return sum(len(group) for group in attrs["attrs"].values())
+    return None
+
+
+def _first_row_width(df, features_col):
+    from pyspark.sql import functions as F
+
     first = (df.select(F.size(_feature_array_column(df, features_col)).alias("n"))
              .where(F.col(features_col).isNotNull()).limit(1).collect())
     if not first:

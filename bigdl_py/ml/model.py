@@ -28,10 +28,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import ArrowUDFType
 from pyspark.sql.types import DoubleType, StructField, StructType
 
-from bigdl_py.data.partitions import (BAD_FEATURE_CAUSES, _feature_array_column, feature_width,
+from bigdl_py.data.partitions import (BAD_FEATURE_CAUSES, _feature_array_column, feature_layout,
                                       arrow_feature_matrix, describe_bad_rows)
 from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams
 from bigdl_py.ml.persistence import NNPersistable
+from bigdl_py.nn.input_spec import input_spec
 from bigdl_py.nn.module import Module
 from bigdl_py.shipping import ensure_importable_on_executors
 from bigdl_py.serving import ModelBroadcast, model_output_shapes, predict
@@ -182,13 +183,10 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
         return regression_columns
 
     def _shape_for(self, df):
-        """featureShape, or (width,) probed from one row of `df` when it is not set."""
-        shape = self.getFeatureShape()
+        """featureShape, else the model's input shape, else (width,) from the schema or one row of `df`."""
         col = self.getFeaturesCol()
         _feature_array_column(df, col)  # raises naming a missing or wrongly typed column
-        if shape is None:
-            shape = [feature_width(df, col)]
-        return tuple(shape)
+        return feature_layout(df, col, self.getFeatureShape(), input_spec(self._module))[1]
 
     def _check_outputs(self, df, fields):
         taken = [f.name for f in fields if f.name in df.columns]
