@@ -26,6 +26,7 @@ from bigdl_py.engine.base import (BaseOptimizer, TrainingError, metric_partials,
 from bigdl_py.engine.sampling import PartitionedSampler
 from bigdl_py.engine.tensorboard import merged_squares, segment_squares
 from bigdl_py.nn.criterions import criterion_from_config
+from bigdl_py.nn.input_spec import input_spec
 from bigdl_py.nn.module import from_config
 from bigdl_py.optim.optimizers import optimizers_get
 from bigdl_py.optim.schedules import schedules_get
@@ -140,7 +141,8 @@ class DistriOptimizer(BaseOptimizer):
             return materialize_rdd(data, spec["feature_shape"], num_partitions, spec["cache_root"], spec["bad_rows"],
                                    self.key_partitions)
         return materialize_dataframe(data, spec["features_col"], spec["label_col"], spec["feature_shape"],
-                                     num_partitions, spec["cache_root"], spec["bad_rows"], self.key_partitions)
+                                     num_partitions, spec["cache_root"], spec["bad_rows"], self.key_partitions,
+                                     input_spec(self.model))
 
     def set_validation(self, df, metrics, trigger=None, batch_size=None):
         """Validate on a DataFrame (or an RDD of samples), on the executors, whenever `trigger` fires."""
