@@ -5,14 +5,20 @@ samples, the flat gradient of each global batch is averaged over its samples, on
 optimizer update runs on the flat weights, and triggers decide when to validate,
 checkpoint and stop. Only where the gradient is summed and the update runs differs.
 """
+import logging
+
 import numpy as np
 
+from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.step_outputs import StepOutputs
 from bigdl_py.nn.criterions import criterion_from_config
 from bigdl_py.optim import clipping
 from bigdl_py.optim.metrics import Loss, metrics_get
 from bigdl_py.optim.schedules import Constant
 from bigdl_py.optim.triggers import EveryEpoch, MaxEpoch, TrainingState
+
+
+_LOG = logging.getLogger("bigdl_py")
 
 
 class TrainingError(RuntimeError):
@@ -57,6 +63,20 @@ class BaseOptimizer:
             raise ValueError(f"keep: expected an integer >= 1 (checkpoints to keep), received {keep!r}")
         self.checkpoint = dict(path=path, trigger=trigger or EveryEpoch(), keep=keep)
         return self
+
+    def resume_path(self, resume_from):
+        """The checkpoint `resume_from` names; for "latest" the newest committed one under the
+        checkpoint path, or None (training starts from scratch, and the log says so)."""
+        if resume_from != "latest":
+            return resume_from
+        if not self.checkpoint:
+            raise ValueError('resume_from="latest": no checkpoint path; call set_checkpoint(path) first '
+                             'or pass a checkpoint directory')
+        path = ckpt.latest(self.checkpoint["path"])
+        if path is None:
+            _LOG.warning('resume_from="latest": no committed checkpoint under %s; training starts from scratch',
+                         self.checkpoint["path"])
+        return path
 
     def set_gradient_clipping(self, max_norm=None, value_range=None):
         if max_norm is not None and not max_norm > 0:

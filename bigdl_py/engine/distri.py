@@ -169,7 +169,7 @@ class DistriOptimizer(BaseOptimizer):
         bounds = slice_bounds(weights.size, self.num_slices, boundaries)
         position, path = (0, 0, 0), None
         if resume_from is not None:
-            path = ckpt.latest(self.checkpoint["path"]) if resume_from == "latest" else resume_from
+            path = self.resume_path(resume_from)
             if path is not None:
                 meta = ckpt.read_meta(path)
                 ckpt.check_size(path, meta, weights.size)

@@ -180,10 +180,7 @@ class LocalOptimizer(BaseOptimizer):
         return loss
 
     def _restore(self, resume_from, state):
-        if resume_from == "latest" and not self.checkpoint:
-            raise ValueError('resume_from="latest": no checkpoint path; call set_checkpoint(path) first '
-                             'or pass a checkpoint directory')
-        path = ckpt.latest(self.checkpoint["path"]) if resume_from == "latest" else resume_from
+        path = self.resume_path(resume_from)
         if path is None:
             return 0, 0, 0
         meta = ckpt.read_meta(path)
