@@ -15,13 +15,21 @@ import zipfile
 _SHIPPED = set()  # SparkContext ids that already got the zip
 
 
-def _probe(_):
-    try:
-        import bigdl_py.kernels  # noqa: F401
-        import bigdl_py.nn  # noqa: F401
-        return [None]
-    except Exception as e:  # the executor reports why, the driver decides
-        return [f"{type(e).__name__}: {e}"]
+def _import_probe():
+    """A task function that reports why bigdl_py cannot be imported (None: it can).
+
+    Made here, not defined at module level: cloudpickle sends a module-level function as a
+    reference to its module, which an executor without bigdl_py cannot unpickle; a nested
+    function travels by value.
+    """
+    def probe(_):
+        try:
+            import bigdl_py.kernels  # noqa: F401
+            import bigdl_py.nn  # noqa: F401
+            return [None]
+        except Exception as e:  # the executor reports why, the driver decides
+            return [f"{type(e).__name__}: {e}"]
+    return probe
 
 
 def package_zip(path=None):
@@ -48,7 +56,7 @@ def package_zip(path=None):
 def _import_errors(sc):
     """Why each core's probe task could not import bigdl_py (empty: all could)."""
     cores = max(1, sc.defaultParallelism)
-    return [e for e in sc.parallelize(range(cores), cores).mapPartitions(_probe).collect() if e]
+    return [e for e in sc.parallelize(range(cores), cores).mapPartitions(_import_probe()).collect() if e]
 
 
 def ensure_importable_on_executors(sc):

@@ -79,7 +79,7 @@ def _driver(module, rows):
     return predict(module, np.array([r.features for r in rows], np.float32)).tolist()
 
 
-def run(spark, layers_path, ship=True):
+def run(spark, layers_path, ship=True, lineage_root=None):
     """Fit NNClassifier and NNEstimator on a model with the custom layer, transform, predict_batch_udf.
 
     Returns per estimator: the fitted Scale weights, transform's raw outputs and the
@@ -100,6 +100,8 @@ def run(spark, layers_path, ship=True):
                                  ("NNEstimator", lambda model: NNEstimator(model=model, criterion=CrossEntropyLoss()))):
         est = make_estimator(model=Sequential(Linear(4, 4), layer(4), Linear(4, 2)))
         est.setMaxEpoch(2).setBatchSize(32).setNumPartitions(2).setLearningRate(0.05)
+        if lineage_root:  # a cluster master needs storage every executor can write for recovery points
+            est.setLineageRoot(f"{lineage_root}/{name}")
         fitted = est.fit(df)
         module = fitted.getModel()
         raw_col = "rawPrediction" if name == "NNClassifier" else "prediction"
@@ -118,6 +120,7 @@ def main(argv=None):
     ap.add_argument("--master", required=True)
     ap.add_argument("--shipped", required=True, help="layer module (.py) to ship with addPyFile")
     ap.add_argument("--unshipped", required=True, help="layer module (.py) not shipped: the run must fail")
+    ap.add_argument("--lineage-root", default=None, help="shared folder for recovery checkpoints (clusters)")
     args = ap.parse_args(argv)
     from bigdl_py.spark_session import get_or_create_session
 
@@ -126,9 +129,9 @@ def main(argv=None):
                                         "spark.executor.memory": "512m"})
     spark.sparkContext.setLogLevel("ERROR")
     try:
-        result = {"shipped": run(spark, args.shipped)}
+        result = {"shipped": run(spark, args.shipped, lineage_root=args.lineage_root)}
         try:
-            run(spark, args.unshipped, ship=False)
+            run(spark, args.unshipped, ship=False, lineage_root=args.lineage_root)
             result["unshipped"] = None
         except Exception as e:
             result["unshipped"] = f"{type(e).__name__}: {e}"

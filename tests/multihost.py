@@ -13,11 +13,13 @@ HOME, /dev/shm and the network namespace stay shared; numba's compile cache live
 (a cache keyed by source and CPU, rebuilt when missing), so the hosts do not each pay the
 kernels' compile time.
 """
+import glob
 import os
 import re
 import shlex
 import shutil
 import sys
+import sysconfig
 import tempfile
 
 import pytest
@@ -35,15 +37,24 @@ def _under_tmp(path):
     return real if real == "/tmp" or real.startswith("/tmp/") else None
 
 
-def host_script(stage, shared, binds, command):
-    """bash for `unshare --mount`: a private /tmp holding `binds` (read-only) and `shared` (read-write)."""
+def installed_package_files():
+    """The files through which this venv imports bigdl_py (its editable-install hook)."""
+    site = sysconfig.get_paths()["purelib"]
+    return sorted(glob.glob(os.path.join(site, "__editable__*bigdl_py*")))
+
+
+def host_script(stage, shared, binds, command, hide=()):
+    """bash for `unshare --mount`: a private /tmp holding `binds` (read-only) and `shared` (read-write);
+    each file in `hide` is covered by an empty one (/dev/null) on this host only."""
     lines = ["set -e", f"mount -t tmpfs -o size=4g tmpfs {shlex.quote(stage)}"]
     for path, mode in [(p, "ro") for p in binds] + [(shared, "rw")]:
         inside = shlex.quote(os.path.join(stage, os.path.relpath(path, "/tmp")))
         lines += [f"mkdir -p {inside}", f"mount --bind {shlex.quote(path)} {inside}"]
         if mode == "ro":
             lines.append(f"mount -o remount,bind,ro {inside}")
-    lines += [f"mount --move {shlex.quote(stage)} /tmp",
+    lines += [f"mount --move {shlex.quote(stage)} /tmp"]
+    lines += [f"mount --bind /dev/null {shlex.quote(path)}" for path in hide]
+    lines += [
               "mkdir -p /tmp/worker /tmp/spark-local /tmp/python",
               "exec " + " ".join(shlex.quote(c) for c in command)]
     return "\n".join(lines)
@@ -52,11 +63,12 @@ def host_script(stage, shared, binds, command):
 class IsolatedHostsCluster:
     """A master and one-core workers on separate loopback addresses, each worker with a private /tmp.
 
-    `shared` is the folder every host (and the driver) sees at the same path. Every process
-    runs under `timeout` and is killed by process group in stop().
+    `shared` is the folder every host (and the driver) sees at the same path. With
+    `without_bigdl_py`, the hosts' Python has numpy, numba and pyarrow but cannot import
+    bigdl_py. Every process runs under `timeout` and is killed by process group in stop().
     """
 
-    def __init__(self, tmp_dir, hosts=WORKER_HOSTS, timeout=REGISTER_TIMEOUT_S):
+    def __init__(self, tmp_dir, hosts=WORKER_HOSTS, timeout=REGISTER_TIMEOUT_S, without_bigdl_py=False):
         self.tmp_dir = tmp_dir
         self.hosts = hosts
         self.shared = str(tmp_dir / "shared")
@@ -80,7 +92,8 @@ class IsolatedHostsCluster:
                 worker = lifetime + [spark_class, "org.apache.spark.deploy.worker.Worker", self.url,
                                      "--host", host, "--cores", "1", "--memory", "2g", "--webui-port", "0",
                                      "--work-dir", "/tmp/worker"]
-                script = host_script(stage, self.shared, binds, worker)
+                script = host_script(stage, self.shared, binds, worker,
+                                     hide=installed_package_files() if without_bigdl_py else ())
                 env = spark_env(SPARK_LOCAL_IP=host, SPARK_LOCAL_HOSTNAME=host, SPARK_WORKER_DIR="/tmp/worker",
                                 SPARK_LOCAL_DIRS="/tmp/spark-local", TMPDIR="/tmp/python")
                 self.workers.append(Process(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],

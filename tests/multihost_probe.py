@@ -3,6 +3,7 @@
 One barrier task per host (so each runs on its own executor) writes a marker into its /tmp and
 one into the shared folder, waits for the others, then lists both. Prints one JSON line.
 """
+import importlib.util
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ def probe(shared):
             f.write("shared")
         ctx.barrier()
         yield dict(rank=rank, host=os.environ.get("SPARK_LOCAL_IP"), tempdir=tempfile.gettempdir(),
+                   has_bigdl_py=importlib.util.find_spec("bigdl_py") is not None,
                    private=sorted(n for n in os.listdir("/tmp") if n.startswith(MARKER)),
                    shared=sorted(n for n in os.listdir(shared) if n.startswith(MARKER)))
     return run
