@@ -355,7 +355,8 @@ def _arrow_chunks(data, width, policy, has_label, run_id):
     return data.mapInArrow(encode, schema).rdd.map(decode)
 
 
-def materialize_keyed(chunks, key_partitions, location, width, feature_shape, policy, has_label, source):
+def materialize_keyed(chunks, key_partitions, location, width, feature_shape, policy, has_label, source,
+                      policy_param="policy"):
     """Shuffle the (p, record) chunks into partition p, write each partition's cache files on the
     executor that gets it and keep its token (one Spark job); returns PartitionedData."""
     keyed = chunks.partitionBy(key_partitions, by_key)
@@ -366,7 +367,7 @@ def materialize_keyed(chunks, key_partitions, location, width, feature_shape, po
     tokens.persist()
     rows = [stats for _, (_, stats) in tokens.collect()]
     return summarize_conversion(rows, location, width, feature_shape, policy, has_label, source,
-                                tokens=tokens, keyed=keyed)
+                                tokens=tokens, keyed=keyed, policy_param=policy_param)
 
 
 def grouped_by_rank(datasets, ranks):
@@ -400,7 +401,7 @@ def store_grouped(records, datasets):
 
 def materialize_dataframe(df, features_col="features", label_col="label", feature_shape=None,
                           num_partitions=None, cache_root=None, policy="error", key_partitions=None,
-                          input_spec=None):
+                          input_spec=None, policy_param="policy"):
     """Convert a DataFrame's features and labels into per-partition numpy arrays on the executors.
 
     Args:
@@ -415,6 +416,7 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
             with the all-reduce's shuffles.
         input_spec: the model's declared input (nn.input_spec), which the rows are checked
             against; see `feature_layout`.
+        policy_param: the caller's name for `policy`, which the bad-row error tells the user to set.
 
     Returns:
         PartitionedData.
@@ -438,19 +440,20 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
     location = new_location(cache_root)
     return materialize_keyed(_arrow_chunks(data, width, policy, has_label, location.run_id),
                              max(key_partitions or P, P), location, width, feature_shape, policy, has_label,
-                             f"features column {features_col!r} / label column {label_col!r}")
+                             f"features column {features_col!r} / label column {label_col!r}", policy_param)
 
 
-def summarize_conversion(rows, location, width, feature_shape, policy, has_label, source, tokens=None, keyed=None):
+def summarize_conversion(rows, location, width, feature_shape, policy, has_label, source, tokens=None, keyed=None,
+                         policy_param="policy"):
     """PartitionedData from the per-partition statistics `convert_partition` reported.
 
-    Raises (policy "error") naming `source` and the bad-row counts by cause."""
+    Raises (policy "error") naming `source`, the bad-row counts by cause and `policy_param`."""
     rows = sorted(rows, key=lambda r: r["partition"])
     bad = {k: sum(r[k] for r in rows) for k in BAD_CAUSES}
     if policy == "error" and any(bad.values()):
         described = ", ".join(f"{v} with {k.replace('_', ' ')}" for k, v in bad.items() if v)
         raise ValueError(f"{source}: {sum(bad.values())} bad row(s) ({described}; expected {width} finite values "
-                         f"per row and a label); fix the data or use policy='skip' to drop them")
+                         f"per row and a label); fix the data or set {policy_param}='skip' to drop them")
     sizes = [int(r["rows"]) for r in rows]
     mins = [r["label_min"] for r in rows if r["rows"]]
     label_range = (min(mins), max(r["label_max"] for r in rows if r["rows"])) if has_label and mins else None

@@ -70,6 +70,8 @@ class DistriOptimizer(BaseOptimizer):
         num_partitions: training partitions P (default: Spark's default parallelism).
         num_slices: slices of the flat vector (default P).
         bad_rows: "error" (default) or "skip".
+        bad_rows_param: the name the bad-row error tells the user to set ("bad_rows"; an
+            estimator passes its own, e.g. "badRows").
         compress: None or "bf16" (gradient pieces sent as bfloat16, rounded to nearest).
         cache_root: folder for the converted partitions (must be readable by executors).
         lineage_every: cut the RDD lineage (write the slices and reload them) every
@@ -102,7 +104,7 @@ class DistriOptimizer(BaseOptimizer):
                  schedule=None, seed=0, features_col="features", label_col="label", feature_shape=None,
                  num_partitions=None, num_slices=None, bad_rows="error", compress=None, cache_root=None,
                  lineage_every=50, lineage_root=None, threads_per_task=1, sync="blockmanager", ring_timeout=120.0,
-                 ring_idle_timeout=900.0, max_restarts=6):
+                 ring_idle_timeout=900.0, max_restarts=6, bad_rows_param="bad_rows"):
         super().__init__(model, criterion, optim_method, batch_size, end_trigger, learning_rate, schedule, seed)
         if compress not in (None, "bf16"):
             raise ValueError(f"compress: expected None or 'bf16', received {compress!r}")
@@ -113,7 +115,7 @@ class DistriOptimizer(BaseOptimizer):
         self.sc = df.context if _is_rdd(df) else df.sparkSession.sparkContext
         ensure_importable_on_executors(self.sc)
         self.data_spec = dict(features_col=features_col, label_col=label_col, feature_shape=feature_shape,
-                              cache_root=cache_root, bad_rows=bad_rows)
+                              cache_root=cache_root, bad_rows=bad_rows, bad_rows_param=bad_rows_param)
         P = num_partitions or self.sc.defaultParallelism
         self.num_slices = num_slices or P
         # The data tokens are co-partitioned with the all-reduce's shuffles, which are this wide.
@@ -139,10 +141,10 @@ class DistriOptimizer(BaseOptimizer):
             from bigdl_py.data.rdd_input import materialize_rdd  # the lead's module, landing separately
 
             return materialize_rdd(data, spec["feature_shape"], num_partitions, spec["cache_root"], spec["bad_rows"],
-                                   self.key_partitions)
+                                   self.key_partitions, spec["bad_rows_param"])
         return materialize_dataframe(data, spec["features_col"], spec["label_col"], spec["feature_shape"],
                                      num_partitions, spec["cache_root"], spec["bad_rows"], self.key_partitions,
-                                     input_spec(self.model))
+                                     input_spec(self.model), spec["bad_rows_param"])
 
     def set_validation(self, df, metrics, trigger=None, batch_size=None):
         """Validate on a DataFrame (or an RDD of samples), on the executors, whenever `trigger` fires."""

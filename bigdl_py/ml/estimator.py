@@ -3,7 +3,8 @@
 `fit(df)` copies the model (the estimator's own model is never changed, so
 CrossValidator can fit many copies), trains it with the distributed engine on the
 DataFrame, and returns an NNModel / NNClassificationModel with the trained Module,
-the feature shape it was trained on and `history` (one dict per epoch).
+the feature shape it was trained on, `history` (one dict per epoch) and `skippedRows`
+(bad rows dropped with badRows="skip": {"training": {cause: count}, "validation": {...}}).
 """
 import uuid
 
@@ -50,6 +51,12 @@ def per_epoch(history):
                 row[f"val_{key}"] = float(value)
         out.append(row)
     return out
+
+
+def skipped_rows(opt):
+    """{"training": {cause: count}, "validation": {...}}: the rows the conversion dropped, by cause."""
+    data = dict(training=opt.data, validation=opt.validation and opt.validation["data"])
+    return {name: {cause: n for cause, n in d.bad.items() if n} for name, d in data.items() if d is not None}
 
 
 class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable):
@@ -144,7 +151,7 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
                               seed=self.getSeed(), features_col=self.getFeaturesCol(),
                               label_col=self.getLabelCol(), feature_shape=self.getFeatureShape(),
                               num_partitions=self.getNumPartitions(), bad_rows=self.getBadRows(),
-                              sync=self.getSync(), cache_root=self.getCacheRoot(),
+                              bad_rows_param="badRows", sync=self.getSync(), cache_root=self.getCacheRoot(),
                               lineage_every=self.getLineageEvery(), lineage_root=self.getLineageRoot())
         shape = opt.data.feature_shape
         outputs = model_output_shapes(module, np.zeros((1,) + tuple(shape), np.float32))
@@ -174,6 +181,7 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
             module = trained
         fitted = self._model_class(model=module)
         fitted.history = per_epoch(opt.history)
+        fitted.skippedRows = skipped_rows(opt)
         for name in _INFERENCE + tuple(p.name for p in NNClassifierParams().params):
             if fitted.hasParam(name) and self.hasParam(name):
                 fitted._set(**{name: self.getOrDefault(name)})

@@ -140,7 +140,9 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
             inferenceBatchSize, badRows.
 
     `prediction` is a double when the model gives one value per row, else a vector.
-    `history` holds the per-epoch training metrics when the model came from fit.
+    `history` holds the per-epoch training metrics when the model came from fit, and
+    `skippedRows` the bad rows fit dropped (badRows="skip"), by data set and cause:
+    {"training": {"wrong_length": 2}, "validation": {}}.
     """
 
     @keyword_only
@@ -153,6 +155,7 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
             raise ValueError(f"model: expected a bigdl_py Module, received {type(model).__name__}")
         self._module = model
         self.history = []
+        self.skippedRows = {}
         self._bad_rows = None
         self._set(**kwargs)
 
@@ -223,17 +226,19 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
 
     # ---- persistence -------------------------------------------------------------------
     def _extra_metadata(self):
-        return dict(history=self.history)
+        return dict(history=self.history, skippedRows=self.skippedRows)
 
     @classmethod
     def _from_saved(cls, module, extra):
         instance = cls(model=module)
         instance.history = list(extra.get("history", []))
+        instance.skippedRows = dict(extra.get("skippedRows", {}))
         return instance
 
     def copy(self, extra=None):
         that = super().copy(extra)
         that.history = list(self.history)
+        that.skippedRows = dict(self.skippedRows)
         return that
 
 
