@@ -13,17 +13,24 @@ import pytest
 from bigdl_py.sync import ring
 from bigdl_py.sync.blockmanager import slice_bounds
 
+SECRET = b"the run's secret, 32 bytes long!"
 
-def run_ranks(R, body, timeout=5.0):
-    """Connect R ranks over loopback and run body(peers) on each in a thread; results by rank."""
+
+def run_ranks(R, body, timeout=5.0, secrets=None, before=None):
+    """Connect R ranks over loopback and run body(peers) on each in a thread; results by rank.
+
+    secrets: each rank's secret (default all SECRET); before(addresses): runs once the ranks
+    listen and before they connect (a stranger's turn)."""
     servers = [ring.listen("127.0.0.1") for _ in range(R)]
     addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in servers]
     results, errors = [None] * R, [None] * R
+    if before is not None:
+        before(addresses)
 
     def rank(r):
         peers = None
         try:
-            peers = ring.Peers(r, addresses, servers[r], timeout)
+            peers = ring.Peers(r, addresses, servers[r], timeout, (secrets or [SECRET] * R)[r])
             results[r] = body(peers)
         except Exception as e:  # reported below, per rank
             errors[r] = e
@@ -145,11 +152,11 @@ def test_a_silent_peer_times_out_instead_of_hanging():
     box = {}
 
     def silent():
-        box["peer"] = ring.Peers(1, addresses, servers[1], 1.0)  # connects, then never sends
+        box["peer"] = ring.Peers(1, addresses, servers[1], 1.0, SECRET)  # connects, then never sends
 
     t = threading.Thread(target=silent)
     t.start()
-    peers = ring.Peers(0, addresses, servers[0], 1.0)
+    peers = ring.Peers(0, addresses, servers[0], 1.0, SECRET)
     t.join(10)
     t0 = time.monotonic()
     with pytest.raises(ring.CollectiveError, match="no data for 1 s while waiting for a header from rank 1"):
@@ -162,9 +169,9 @@ def test_a_silent_peer_times_out_instead_of_hanging():
 def test_a_vanished_peer_is_reported_with_its_rank():
     servers = [ring.listen("127.0.0.1") for _ in range(2)]
     addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in servers]
-    t = threading.Thread(target=lambda: ring.Peers(1, addresses, servers[1], 5.0).close())
+    t = threading.Thread(target=lambda: ring.Peers(1, addresses, servers[1], 5.0, SECRET).close())
     t.start()
-    peers = ring.Peers(0, addresses, servers[0], 5.0)
+    peers = ring.Peers(0, addresses, servers[0], 5.0, SECRET)
     t.join(10)
     with pytest.raises(ring.CollectiveError, match="rank 0: .*rank 1"):
         ring.butterfly_all_reduce(peers, np.ones(10, np.float32))
@@ -178,4 +185,60 @@ def test_connecting_to_nobody_fails_fast():
     dead.close()  # nothing listens there any more
     server = ring.listen("127.0.0.1")
     with pytest.raises(ring.CollectiveError, match="rank 1: could not connect to its peers"):
-        ring.Peers(1, [f"127.0.0.1:{port}", f"127.0.0.1:{server.getsockname()[1]}"], server, 1.0)
+        ring.Peers(1, [f"127.0.0.1:{port}", f"127.0.0.1:{server.getsockname()[1]}"], server, 1.0, SECRET)
+
+
+def _all_reduce_sum(R, n=1000):
+    def body(peers):
+        buf = np.full(n, peers.rank + 1.0, np.float32)
+        ring.butterfly_all_reduce(peers, buf)
+        return buf
+    return body, np.full(n, R * (R + 1) / 2, np.float32)
+
+
+@pytest.mark.parametrize("behaviour", ["silent", "garbage", "claims_rank_2_without_the_secret", "wrong_secret"])
+def test_a_stranger_on_a_ranks_port_is_closed_and_the_ring_still_forms(behaviour, caplog):
+    R = 3
+    closed = []
+
+    def stranger(address):
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=15) as s:
+            if behaviour == "garbage":
+                s.sendall(b"GET / HTTP/1.1\r\n\r\n" * 10)
+            elif behaviour == "claims_rank_2_without_the_secret":
+                s.recv(16)
+                s.sendall(ring._HELLO.pack(2, b"n" * 16, b"x" * 32))
+            elif behaviour == "wrong_secret":
+                challenge = s.recv(16)
+                s.sendall(ring._HELLO.pack(2, b"n" * 16, ring._proof(b"another secret", b"c", challenge, 2, 0)))
+            try:  # rank 0 sends at most its challenge, then closes the connection
+                received = b""
+                while chunk := s.recv(4096):
+                    received += chunk
+                closed.append(len(received) <= 16)
+            except ConnectionResetError:
+                closed.append(True)
+
+    threads = []
+
+    def before(addresses):
+        threads.append(threading.Thread(target=stranger, args=(addresses[0],)))
+        threads[0].start()
+        time.sleep(0.2)  # the stranger is first in rank 0's accept queue
+
+    body, expected = _all_reduce_sum(R)
+    with caplog.at_level("WARNING", logger="bigdl_py"):
+        results, errors = run_ranks(R, body, timeout=20.0, before=before)
+    threads[0].join(20)
+    assert errors == [None] * R
+    for r in range(R):
+        np.testing.assert_array_equal(results[r], expected)
+    assert closed == [True]
+    assert "did not authenticate" in caplog.text
+
+
+def test_a_rank_with_another_secret_cannot_join():
+    body, _ = _all_reduce_sum(2)
+    results, errors = run_ranks(2, body, timeout=8.0, secrets=[SECRET, b"not the run's secret"])
+    assert all(isinstance(e, ring.CollectiveError) for e in errors), errors

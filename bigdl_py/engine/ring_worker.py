@@ -293,7 +293,7 @@ def ring_task(cfg):
         gathered = [m.split(" ") for m in ctx.allGather(f"{host}:{server.getsockname()[1]} {ctx.taskAttemptId()}")]
         # Task attempt ids grow: their maximum names this attempt of the stage (Spark may retry it).
         attempt = max(int(tid) for _, tid in gathered)
-        peers = ring.Peers(rank, [address for address, _ in gathered], server, cfg["timeout"])
+        peers = ring.Peers(rank, [address for address, _ in gathered], server, cfg["timeout"], cfg["token"])
         sock = None
         try:
             sock = control.connect(cfg["driver"], cfg["token"], ("hello", cfg["launch"], attempt, rank, os.getpid()),

@@ -16,20 +16,39 @@ rerun of an iteration gives the same bits. Sends go through one sender thread, s
 rank can send and receive at once (a ring where everyone sends first would deadlock
 once the socket buffers fill) and the caller's thread keeps computing. Every socket
 has a timeout: a lost peer raises `CollectiveError` instead of hanging.
+
+Every connection proves the run's secret both ways before a byte of payload is read (HMAC
+challenge-response over fresh nonces, bound to both ranks): a stranger that connects to a
+rank's listener is closed and logged, and the rank goes on waiting for its real peers.
 """
+import hashlib
+import hmac
+import logging
+import os
 import queue
 import socket
 import struct
 import threading
+import time
 
 import numpy as np
 
 SMALL_MESSAGE_BYTES = 64 * 1024  # below this the butterfly's log2(R) latency terms win
 _HEADER = struct.Struct("!iQ")  # sender rank, payload bytes
+_NONCE_BYTES = 16
+_MAC_BYTES = hashlib.sha256().digest_size
+_HELLO = struct.Struct(f"!i{_NONCE_BYTES}s{_MAC_BYTES}s")  # connector's rank, its nonce, its proof
+HANDSHAKE_TIMEOUT_S = 5.0  # how long an unauthenticated connection may hold a listener
+_LOG = logging.getLogger("bigdl_py")
 
 
 class CollectiveError(RuntimeError):
     """A peer vanished, timed out or sent something unexpected."""
+
+
+def _proof(secret, role, nonce, connector, acceptor):
+    """HMAC-SHA256 of the peer's nonce, bound to the role ("c"/"a") and both ranks."""
+    return hmac.new(secret, role + nonce + struct.pack("!ii", connector, acceptor), hashlib.sha256).digest()
 
 
 def owner_chunks(bounds, ranks):
@@ -64,23 +83,24 @@ class Peers:
         addresses: "host:port" of every rank's listener (from the barrier allGather).
         server: this rank's listening socket (its address is addresses[rank]).
         timeout: seconds any connect, send or receive may wait.
+        secret: the run's shared secret (bytes), which every connection proves both ways.
     """
 
-    def __init__(self, rank, addresses, server, timeout):
+    def __init__(self, rank, addresses, server, timeout, secret):
         self.rank, self.size, self.timeout = rank, len(addresses), float(timeout)
+        self.secret = bytes(secret)
         self.socks = {}
-        server.settimeout(self.timeout)
         try:
             # Rank r connects to the lower ranks and accepts the higher ones: one socket per pair.
             for q in range(rank):
                 host, port = addresses[q].rsplit(":", 1)
                 s = socket.create_connection((host, int(port)), timeout=self.timeout)
-                s.sendall(struct.pack("!i", rank))
                 self._add(q, s)
-            for _ in range(rank + 1, self.size):
-                s, _ = server.accept()
-                s.settimeout(self.timeout)
-                self._add(self._recv_exact(s, 4, "its rank").view(">i4")[0], s)
+                self._prove_to(q, s)
+            self._accept_peers(server)
+        except CollectiveError:
+            self.close()
+            raise
         except OSError as e:
             self.close()
             raise CollectiveError(f"rank {rank}: could not connect to its peers ({e})") from None
@@ -95,6 +115,48 @@ class Peers:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.settimeout(self.timeout)
         self.socks[int(q)] = s
+
+    def _prove_to(self, q, s):
+        """Connector's side: answer rank q's challenge, then check q's answer to ours."""
+        challenge = self._recv_exact(s, _NONCE_BYTES, f"rank {q}'s challenge").tobytes()
+        nonce = os.urandom(_NONCE_BYTES)
+        s.sendall(_HELLO.pack(self.rank, nonce, _proof(self.secret, b"c", challenge, self.rank, q)))
+        answer = self._recv_exact(s, _MAC_BYTES, f"rank {q}'s proof").tobytes()
+        if not hmac.compare_digest(answer, _proof(self.secret, b"a", nonce, self.rank, q)):
+            raise CollectiveError(f"rank {self.rank}: the listener at rank {q}'s address could not prove the "
+                                  f"run's secret")
+
+    def _accept_peers(self, server):
+        """Acceptor's side: take connections until every higher rank has proved the secret.
+
+        A connection that does not prove it within HANDSHAKE_TIMEOUT_S (a stranger, a port
+        scanner, a task of another run) is logged and closed; the wait for the real peers goes on.
+        """
+        missing = set(range(self.rank + 1, self.size))
+        deadline = time.monotonic() + self.timeout
+        while missing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CollectiveError(f"rank {self.rank}: ranks {sorted(missing)} did not connect within "
+                                      f"{self.timeout:g} s")
+            server.settimeout(left)
+            s, address = server.accept()
+            s.settimeout(min(HANDSHAKE_TIMEOUT_S, self.timeout))
+            try:
+                nonce = os.urandom(_NONCE_BYTES)
+                s.sendall(nonce)
+                q, theirs, proof = _HELLO.unpack(self._recv_exact(s, _HELLO.size, "a peer's hello").tobytes())
+                if q not in missing or not hmac.compare_digest(proof, _proof(self.secret, b"c", nonce, q, self.rank)):
+                    raise CollectiveError(f"rank {self.rank}: a connection claiming rank {q} did not prove the "
+                                          f"run's secret")
+                s.sendall(_proof(self.secret, b"a", theirs, q, self.rank))
+            except (CollectiveError, OSError) as e:
+                _LOG.warning("ring rank %d: closed a connection from %s that did not authenticate (%s)",
+                             self.rank, address, e)
+                s.close()
+                continue
+            missing.discard(q)
+            self._add(q, s)
 
     # ---- point to point ------------------------------------------------------------
     def send(self, q, array):
