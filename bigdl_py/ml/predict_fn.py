@@ -20,11 +20,13 @@ def make_predict_fn(model, feature_shape=None, batch_size=256):
         feature_shape: per-row shape the flat input rows are reshaped to (e.g. (28, 28, 1)).
         batch_size: rows per forward call.
 
-    Example:
+    Example (`features` an array column of 784 values per row; predict_batch_udf needs
+    the flat width of an array column as `input_tensor_shapes`):
         from pyspark.ml.functions import predict_batch_udf
-        logits = predict_batch_udf(make_predict_fn(lenet5, (28, 28, 1)),
-                                   return_type=ArrayType(FloatType()), batch_size=1024)
-        df.withColumn("logits", logits("features"))
+        from pyspark.sql.types import ArrayType, FloatType
+        logits = predict_batch_udf(make_predict_fn(lenet5, (28, 28, 1)), return_type=ArrayType(FloatType()),
+                                   batch_size=1024, input_tensor_shapes=[[784]])
+        scored = df.withColumn("logits", logits("features"))
     """
     config, weights = model_to_bytes(model)
     check_importable_by_name(model)
