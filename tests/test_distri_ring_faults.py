@@ -82,3 +82,26 @@ def test_with_no_restarts_left_a_lost_task_stops_training_with_a_clear_error(df)
     with pytest.raises(TrainingError, match=r"ring training failed 1 times \(max_restarts=0\); last failure: "):
         opt.optimize()
     assert [h["step"] for h in opt.history] == [1, 2]
+
+
+def test_a_failure_a_restart_cannot_cure_stops_training_at_once_naming_the_exception(spark):
+    """A label the 3-class criterion cannot take fails in the task as a ValueError: by its type the
+    driver stops without restarting (a restart would fail the same way), naming the exception."""
+    x, y = mlp_data(120)
+    y[7] = 5  # classes are 0..2
+    opt = ring_optimizer(partitioned_df(spark, x, y, [50, 70]), max_restarts=6)
+    with pytest.raises(TrainingError, match=r"ring training task rank \d: ValueError: .*") as failure:
+        opt.optimize()
+    assert "failed 1 times" not in str(failure.value) and len(opt.history) < ITERATIONS
+
+
+def test_failure_reports_classify_by_exception_type():
+    from bigdl_py.engine.ring_control import ControlError
+    from bigdl_py.engine.ring_worker import failure_report
+    from bigdl_py.sync.ring import CollectiveError
+
+    transient = [CollectiveError("peer gone"), ControlError("driver gone"), ConnectionResetError(), TimeoutError()]
+    fatal = [ValueError("label 5 out of range"), KeyError("w"), ZeroDivisionError()]
+    assert [failure_report(0, e)["transient"] for e in transient] == [True] * 4
+    assert [failure_report(1, e)["transient"] for e in fatal] == [False] * 3
+    assert failure_report(1, ValueError("bad"))["message"] == "rank 1: ValueError: bad"

@@ -34,9 +34,7 @@ from bigdl_py.engine.tensorboard import merged_squares
 
 TOKEN_BYTES = 32
 # Failures a restart can cure: a peer, the driver link or an executor went away.
-_TRANSIENT = ("CollectiveError", "ControlError", "ConnectionError", "ConnectionResetError", "BrokenPipeError",
-              "TimeoutError", "ExecutorLostFailure", "Lost executor", "TaskKilled", "FetchFailed",
-              "requires more slots", "BarrierJobSlotsNumberCheckFailed", "Python worker exited unexpectedly")
+REPORT_GRACE_S = 1.0  # how long a failed stage waits for its tasks' failure reports
 
 
 class TaskFailure(RuntimeError):
@@ -59,8 +57,10 @@ class _Session:
             for rank, conn in enumerate(self.conns):
                 (kind, value), nbytes = control.recv_msg(conn)
                 self.received += nbytes
-                if kind != "ok":
-                    raise TaskFailure(value) if _transient(value) else TrainingError(f"ring training task {value}")
+                if kind != "ok":  # a failure_report: the task's exception type decided `transient`
+                    if value["transient"]:
+                        raise TaskFailure(value["message"])
+                    raise TrainingError(f"ring training task {value['message']}")
                 replies.append(value)
             return replies
         except control.ControlError as e:
@@ -98,6 +98,7 @@ class RingDriver:
         self.cfg = dict(cfg, driver=f"{host}:{self.server.getsockname()[1]}", token=self.token,
                         timeout=self.timeout, idle_timeout=opt.ring_idle_timeout)
         self.events = queue.Queue()
+        self.failures = {}  # launch -> failure reports its tasks sent
         self.launch, self.restarts = 0, 0
         self.group = f"bigdl_py-ring-{secrets.token_hex(4)}"
         self.stopping = False
@@ -118,7 +119,12 @@ class RingDriver:
         try:
             if not hmac.compare_digest(control.recv_exact(conn, TOKEN_BYTES), self.token):
                 raise control.ControlError("wrong token")
-            (kind, launch, attempt, rank, pid), _ = control.recv_msg(conn)
+            message, _ = control.recv_msg(conn)
+            if message[0] == "failed":  # ("failed", launch, failure_report)
+                self.failures.setdefault(message[1], []).append(message[2])
+                conn.close()
+                return
+            kind, launch, attempt, rank, pid = message
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.events.put(("hello", (launch, attempt), rank, conn, pid))
         except (control.ControlError, ValueError, TypeError, OSError):
@@ -169,10 +175,23 @@ class RingDriver:
                     return _Session(key, conn_list)
             elif event[0] == "stage_done" and event[1] == self.launch:
                 error = event[3] or TaskFailure("the training stage ended before training did")
-                if not _transient(str(error)):  # a bug or bad data: a restart would fail the same way
-                    raise TrainingError(f"the ring training stage failed: {_short(error)}")
+                fatal = self._fatal_report(self.launch)
+                if fatal is not None:  # a bug or bad data: a restart would fail the same way
+                    raise TrainingError(f"the ring training stage failed: {fatal['message']}")
                 self._failed(TaskFailure(f"the barrier stage failed: {_short(error)}"))
                 deadline = time.monotonic() + self.timeout
+
+    def _fatal_report(self, launch):
+        """The first failure report of `launch` that a restart cannot cure, or None.
+
+        A failed task reports before it raises, so its report normally precedes the stage's
+        failure; it is awaited for REPORT_GRACE_S when none has come. A stage that failed with
+        no report lost a task to Spark itself (executor lost, task killed, no slots): transient.
+        """
+        deadline = time.monotonic() + REPORT_GRACE_S
+        while not self.failures.get(launch) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return next((r for r in self.failures.get(launch, []) if not r["transient"]), None)
 
     def _count(self, error):
         """Count a failure; give up with a clear error after max_restarts."""
@@ -212,8 +231,9 @@ class RingDriver:
                 error = event[3]
                 if error is None:
                     return event[2][0]
-                if not _transient(str(error)):
-                    raise TrainingError(f"the ring training stage failed while stopping: {_short(error)}")
+                fatal = self._fatal_report(self.launch)
+                if fatal is not None:
+                    raise TrainingError(f"the ring training stage failed while stopping: {fatal['message']}")
                 # An executor lost around the stop (its failure can reach the barrier stage late):
                 # launch anew; train() replays from the last recovery checkpoint to the end.
                 self._wait_for_slots()
@@ -317,10 +337,6 @@ class RingDriver:
         session.all(("checkpoint", tmp))
         return ckpt.commit(tmp, root, dict(meta, slices=[list(b) for b in self.cfg["bounds"]]), self.opt.model,
                            keep=keep)
-
-
-def _transient(text):
-    return any(marker in text for marker in _TRANSIENT)
 
 
 def _short(error):

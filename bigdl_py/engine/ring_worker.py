@@ -274,44 +274,79 @@ def serve(cfg, rank, peers, sock):
         worker.close()
 
 
+# Failures a restart can cure: a lost peer, socket or driver connection, a timeout. Anything
+# else (a bug, bad data) would fail the same way again.
+TRANSIENT_ERRORS = (ring.CollectiveError, control.ControlError, OSError)
+
+
+def failure_report(rank, error):
+    """What a failed task tells the driver: its exception's type, and whether a restart can help."""
+    return dict(rank=rank, type=type(error).__name__, transient=isinstance(error, TRANSIENT_ERRORS),
+                message=f"rank {rank}: {type(error).__name__}: {error}")
+
+
+def _report_failure(cfg, report):
+    """Tell the driver on a connection of its own (the task may have failed before its hello)."""
+    try:
+        control.connect(cfg["driver"], cfg["token"], ("failed", cfg["launch"], report), cfg["timeout"]).close()
+    except (control.ControlError, OSError):
+        pass  # the driver is gone or unreachable: the stage failure alone will tell
+
+
 def ring_task(cfg):
     """mapPartitions function of the barrier stage (one partition per rank).
 
     The task's input is its rank's data partitions (data.partitions.grouped_by_rank), cached
-    on this executor before anything else, so training reads no file another host wrote.
+    on this executor before anything else, so training reads no file another host wrote. A
+    task that fails reports its exception (failure_report) to the driver before it raises.
     """
     def run(records):
         from pyspark import BarrierTaskContext
 
-        from bigdl_py.data.partitions import store_grouped
-
-        store_grouped(records, cfg["datasets"])
-        ctx = BarrierTaskContext.get()
-        rank = ctx.partitionId()
-        host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
-        server = ring.listen(host)
-        gathered = [m.split(" ") for m in ctx.allGather(f"{host}:{server.getsockname()[1]} {ctx.taskAttemptId()}")]
-        # Task attempt ids grow: their maximum names this attempt of the stage (Spark may retry it).
-        attempt = max(int(tid) for _, tid in gathered)
-        peers = ring.Peers(rank, [address for address, _ in gathered], server, cfg["timeout"], cfg["token"])
-        sock = None
+        rank = BarrierTaskContext.get().partitionId()
         try:
-            sock = control.connect(cfg["driver"], cfg["token"], ("hello", cfg["launch"], attempt, rank, os.getpid()),
-                                   cfg["timeout"])
-            sock.settimeout(cfg["idle_timeout"])
-            try:
-                weights = serve(cfg, rank, peers, sock)
-            except Exception as e:
-                try:  # tell the driver why, then fail the task (and so the barrier stage)
-                    control.send_msg(sock, ("error", f"rank {rank}: {type(e).__name__}: {e}"))
-                except control.ControlError:
-                    pass
-                raise
-        finally:
-            peers.close()
-            if sock is not None:
-                sock.close()
-        if weights is not None:
-            yield weights
+            yield from _run_rank(cfg, records)
+        except Exception as e:
+            _report_failure(cfg, failure_report(rank, e))
+            raise
 
     return run
+
+
+def _run_rank(cfg, records):
+    from pyspark import BarrierTaskContext
+
+    from bigdl_py.data.partitions import store_grouped
+
+    store_grouped(records, cfg["datasets"])
+    ctx = BarrierTaskContext.get()
+    rank = ctx.partitionId()
+    host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
+    server = ring.listen(host)
+    try:
+        gathered = [m.split(" ") for m in ctx.allGather(f"{host}:{server.getsockname()[1]} {ctx.taskAttemptId()}")]
+    except Exception as e:  # another task of the stage failed or vanished
+        server.close()
+        raise ring.CollectiveError(f"rank {rank}: the barrier's allGather failed ({type(e).__name__}: {e})") from e
+    # Task attempt ids grow: their maximum names this attempt of the stage (Spark may retry it).
+    attempt = max(int(tid) for _, tid in gathered)
+    peers = ring.Peers(rank, [address for address, _ in gathered], server, cfg["timeout"], cfg["token"])
+    sock = None
+    try:
+        sock = control.connect(cfg["driver"], cfg["token"], ("hello", cfg["launch"], attempt, rank, os.getpid()),
+                               cfg["timeout"])
+        sock.settimeout(cfg["idle_timeout"])
+        try:
+            weights = serve(cfg, rank, peers, sock)
+        except Exception as e:
+            try:  # tell the session why, then fail the task (and so the barrier stage)
+                control.send_msg(sock, ("error", failure_report(rank, e)))
+            except control.ControlError:
+                pass
+            raise
+    finally:
+        peers.close()
+        if sock is not None:
+            sock.close()
+    if weights is not None:
+        yield weights
