@@ -135,3 +135,23 @@ def test_nnclassifier_tensorboard_dir_gets_the_fit_events(spark, tmp_path):
         assert tags["validation/Loss"][6 * epoch] == pytest.approx(row["val_Loss"], rel=1e-6)
         mean_loss = np.mean([tags["train/loss"][s] for s in range(6 * epoch - 5, 6 * epoch + 1)])
         assert mean_loss == pytest.approx(row["loss"], rel=1e-6)
+
+
+def test_outputs_close_every_writer_even_when_the_progress_bar_fails_to(tmp_path):
+    from bigdl_py.engine.step_outputs import StepOutputs
+    from bigdl_py.engine.training_log import read_log
+
+    opt = local_optimizer().set_tensorboard(str(tmp_path / "tb")).set_training_log(str(tmp_path / "log.jsonl"))
+    outputs = StepOutputs(opt, 0, 0, 0)
+    outputs.write(dict(step=1, epoch=0, loss=0.5, lr=0.1, samples=4, samples_s=100.0), {})
+
+    class BrokenBar:
+        def close(self):
+            raise OSError("stderr closed")
+
+    outputs.progress = BrokenBar()
+    with pytest.raises(OSError, match="stderr closed"):
+        outputs.close()
+    assert read_scalars(str(tmp_path / "tb"))["train/loss"] == {1: 0.5}  # the writer still flushed
+    assert read_log(str(tmp_path / "log.jsonl")) == [dict(step=1, epoch=0, loss=0.5, lr=0.1, samples=4,
+                                                          samples_s=100.0)]

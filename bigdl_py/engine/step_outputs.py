@@ -45,10 +45,13 @@ class StepOutputs:
             self.board.write_norms(step, weight_squares, gradient_squares)
 
     def close(self):
-        try:
-            if self.progress is not None:
-                self.progress.close()
-            if self.board is not None:
-                self.board.close()
-        finally:
-            self.log.close()
+        """Close each output even when another fails to (the first failure is raised after)."""
+        error = None
+        for output in (self.progress, self.board, self.log):
+            try:
+                if output is not None:
+                    output.close()
+            except Exception as e:  # the others must still flush their files
+                error = error or e
+        if error is not None:
+            raise error
