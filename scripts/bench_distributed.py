@@ -89,7 +89,10 @@ def sync_kwargs(sync):
     return {}
 
 
-def run_case(train_df, test_df, batch, train_rows, mode, sync, args):
+def train_one_epoch(train_df, test_df, batch, train_rows, sync, args, partitions, threads, **options):
+    """LeNet-5, one epoch with the --optimizer recipe, validated after it: (optimizer, lr, wall seconds).
+
+    `options` go to DistriOptimizer as they are (for example lineage_root= on a cluster)."""
     from bigdl_py.engine.distri import DistriOptimizer
     from bigdl_py.nn import CrossEntropyLoss, zoo
     from bigdl_py.optim import EveryEpoch, MaxEpoch, Top1Accuracy
@@ -98,13 +101,18 @@ def run_case(train_df, test_df, batch, train_rows, mode, sync, args):
     method, lr, schedule = one_epoch_recipe(args.optimizer, batch, args.base_lr, args.warmup, steps)
     opt = DistriOptimizer(zoo.lenet5(seed=0), CrossEntropyLoss(), method, train_df, batch_size=batch,
                           end_trigger=MaxEpoch(1), learning_rate=lr, schedule=schedule,
-                          feature_shape=(28, 28, 1), num_partitions=MODES[mode]["partitions"],
-                          threads_per_task=MODES[mode]["threads"], **sync_kwargs(sync))
+                          feature_shape=(28, 28, 1), num_partitions=partitions,
+                          threads_per_task=threads, **sync_kwargs(sync), **options)
     opt.set_validation(test_df, [Top1Accuracy()], trigger=EveryEpoch())
     opt.set_progress(False)
     t = time.perf_counter()
     opt.optimize()
-    wall = time.perf_counter() - t
+    return opt, lr, time.perf_counter() - t
+
+
+def run_case(train_df, test_df, batch, train_rows, mode, sync, args):
+    opt, lr, wall = train_one_epoch(train_df, test_df, batch, train_rows, sync, args,
+                                    MODES[mode]["partitions"], MODES[mode]["threads"])
     steady = opt.metrics[2:] or opt.metrics  # the first iterations load data and compiled kernels
 
     def mean(key):

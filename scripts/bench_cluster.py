@@ -1,0 +1,207 @@
+"""Cluster benchmark: LeNet-5 one epoch of MNIST on three simulated hosts x 1 core against local[3].
+
+Starts the simulated cluster of tests/multihost.py once (master on 127.0.0.2, one-core workers on
+127.0.0.3-5, each with a private /tmp, one shared folder; needs root), then trains in two driver
+processes, one after the other: spark-submit to the cluster, and plain Python on `local[3]`.
+Each driver trains with both sync backends (the training is bench_distributed.train_one_epoch:
+same model, recipe and validation), 3 partitions, single-threaded kernels, and the recovery
+(lineage) checkpoints on the shared folder in both systems.
+
+Prints JSON lines: the machine (CPU model, vector ISA), one line per (system, backend) with
+samples/s end to end (epoch wall time, start-up iteration and validation included) and steady
+(iterations after the first), the median per-iteration split in ms (first iteration left out),
+test accuracy and the Spark floor of that system (a trivial job); then a summary with the ratio
+cluster / local[3] per backend against the target: cluster samples/s >= local[3]'s / 1.3.
+
+    sudo .venv/bin/python scripts/bench_cluster.py [--quick] [--train-rows N] [--syncs blockmanager ring]
+"""
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+
+SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(SCRIPTS)
+sys.path.insert(0, SCRIPTS)
+from bench_distributed import DEFAULTS, spark_floor, train_one_epoch  # noqa: E402
+from distri_job import median_breakdown  # noqa: E402
+
+SYSTEMS = ("cluster", "local[3]")
+PARTITIONS = 3  # three hosts x one core, or three local cores
+TARGET_SLOWDOWN = 1.3  # the cluster within 1.3x of local[3]
+CHILD_TIMEOUT_S = 1500
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="6,000 training and 2,000 test digits")
+    ap.add_argument("--train-rows", type=int, default=None, help="first n training digits (default all)")
+    ap.add_argument("--test-rows", type=int, default=None, help="first n test digits (default all)")
+    ap.add_argument("--batch", type=int, default=1024, help="global batch")
+    ap.add_argument("--syncs", nargs="+", choices=["blockmanager", "ring"], default=["blockmanager", "ring"])
+    ap.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    ap.add_argument("--optimizer", choices=["sgd", "adam", "lars"], default=DEFAULTS["optimizer"])
+    ap.add_argument("--base-lr", type=float, default=DEFAULTS["base_lr"], help="lr at batch 256, scaled linearly")
+    ap.add_argument("--warmup", type=float, default=DEFAULTS["warmup"], help="warm-up, fraction of the epoch")
+    ap.add_argument("--keep", action="store_true", help="keep the cluster's logs and shared folder")
+    # Internal: the driver process of one system.
+    ap.add_argument("--child", choices=SYSTEMS, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--lineage-root", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    quick_rows = (6000, 2000) if args.quick else (None, None)
+    args.train_rows = args.train_rows or quick_rows[0]
+    args.test_rows = args.test_rows or quick_rows[1]
+    return args
+
+
+def machine():
+    """CPU model, widest vector ISA, cores and load: ratios on these machines depend on them."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    isa = ("avx512+amx" if "amx_tile" in flags else "avx512" if "avx512f" in flags
+           else "avx2+fma" if {"avx2", "fma"} <= flags else "avx2" if "avx2" in flags else "older than avx2")
+    return dict(cpu=model, isa=isa, cores=os.cpu_count(), loadavg=[round(v, 2) for v in os.getloadavg()])
+
+
+def steady_samples_s(metrics):
+    """Samples per second over the iterations after the first (which loads data and kernels)."""
+    steady = metrics[1:] or metrics
+    return sum(m["samples"] for m in steady) / (sum(m["wall_ms"] for m in steady) / 1e3)
+
+
+def child(args):
+    """One system's driver: both backends, one JSON line each."""
+    from bigdl_py.data.mnist import load_mnist
+    from bigdl_py.main import mnist_dataframe
+    from bigdl_py.spark_session import get_or_create_session
+
+    master = "local[3]" if args.child == "local[3]" else None  # the cluster's comes from spark-submit
+    spark = get_or_create_session(master=master, app_name=f"bench_cluster_{args.child}")
+    try:
+        sc = spark.sparkContext
+        x, y, x_test, y_test = load_mnist()
+        x, y = x[:args.train_rows], y[:args.train_rows]
+        x_test, y_test = x_test[:args.test_rows], y_test[:args.test_rows]
+        train_df = mnist_dataframe(spark, x, y, PARTITIONS).cache()  # mnist_dataframe normalises the pixels
+        test_df = mnist_dataframe(spark, x_test, y_test, PARTITIONS).cache()
+        train_df.count(), test_df.count()
+        trivial, _ = spark_floor(sc)
+        for sync in args.syncs:
+            opt, lr, wall = train_one_epoch(train_df, test_df, args.batch, len(x), sync, args, PARTITIONS, 1,
+                                            lineage_root=f"{args.lineage_root}/{sync}")
+            print(json.dumps(dict(
+                case="lenet5_mnist_one_epoch", system=args.child, master=sc.master, sync=sync,
+                executors=PARTITIONS, batch=args.batch, optimizer=args.optimizer, lr=round(lr, 5),
+                train_rows=len(x), test_rows=len(x_test), iterations=len(opt.metrics),
+                samples_s=round(len(x) / wall, 1), steady_samples_s=round(steady_samples_s(opt.metrics), 1),
+                epoch_wall_s=round(wall, 2), test_accuracy=round(opt.history[-1]["Top1Accuracy"], 4),
+                trivial_job_ms=round(trivial, 1), **median_breakdown(opt.metrics))), flush=True)
+    finally:
+        spark.stop()
+
+
+def child_args(args, system, lineage_root):
+    out = ["--child", system, "--batch", args.batch, "--syncs", *args.syncs, "--optimizer", args.optimizer,
+           "--base-lr", args.base_lr, "--warmup", args.warmup, "--lineage-root", lineage_root]
+    for flag, value in (("--train-rows", args.train_rows), ("--test-rows", args.test_rows)):
+        if value:
+            out += [flag, value]
+    return [str(a) for a in out]
+
+
+def run_system(cluster, system, args, work):
+    """Run one system's driver to the end; its JSON lines."""
+    from tests.cluster_fixtures import Process
+
+    lineage = os.path.join(cluster.shared, f"lineage-{system.replace('[', '').replace(']', '')}")
+    if system == "cluster":
+        cmd = cluster.submit_command(os.path.abspath(__file__), *child_args(args, system, lineage))
+    else:
+        cmd = ["timeout", "--foreground", str(CHILD_TIMEOUT_S), sys.executable, os.path.abspath(__file__),
+               *child_args(args, system, lineage)]
+    proc = Process(cmd, work / f"driver-{system}.log")
+    try:
+        code = proc.wait(CHILD_TIMEOUT_S)
+        if code != 0:
+            raise RuntimeError(f"{system} driver exited with {code}:\n{proc.log()[-4000:]}")
+        lines = []
+        for text in proc.log().splitlines():
+            if text.startswith("{"):
+                try:
+                    line = json.loads(text)
+                except ValueError:
+                    continue
+                if line.get("system") == system:
+                    lines.append(line)
+        if len(lines) != len(args.syncs):
+            raise RuntimeError(f"{system} driver printed {len(lines)} result lines:\n{proc.log()[-4000:]}")
+        return lines
+    finally:
+        proc.kill()
+
+
+def summary(lines):
+    """Cluster / local[3] samples/s per backend, and whether the cluster is within the target."""
+    by = {(line["system"], line["sync"]): line for line in lines}
+    ratios = {}
+    for sync in sorted({line["sync"] for line in lines}):
+        cluster, local = by.get(("cluster", sync)), by.get(("local[3]", sync))
+        if cluster and local:
+            e2e = cluster["samples_s"] / local["samples_s"]
+            steady = cluster["steady_samples_s"] / local["steady_samples_s"]
+            ratios[sync] = dict(cluster_over_local=round(e2e, 3), steady_cluster_over_local=round(steady, 3),
+                                target_met=e2e >= 1 / TARGET_SLOWDOWN,
+                                steady_target_met=steady >= 1 / TARGET_SLOWDOWN)
+    return dict(summary=True, target="cluster samples/s >= local[3] samples/s / 1.3",
+                target_ratio=round(1 / TARGET_SLOWDOWN, 3), ratios=ratios)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        return child(args)
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        sys.exit("bench_cluster.py: the simulated hosts need root and util-linux's unshare (mount namespaces)")
+    sys.path.insert(0, REPO)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from tests.multihost import IsolatedHostsCluster
+
+    print(json.dumps(dict(machine=machine())), flush=True)
+    # Under /tmp: the hosts see the shared folder at the same path inside their private /tmp.
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bigdl_py-bench-cluster-", dir="/tmp"))
+    cluster, lines = None, []
+    try:
+        t = time.perf_counter()
+        cluster = IsolatedHostsCluster(work)
+        print(json.dumps(dict(cluster=cluster.url, hosts=list(cluster.hosts), cores_per_host=1,
+                              start_s=round(time.perf_counter() - t, 1))), flush=True)
+        for system in args.systems:
+            for line in run_system(cluster, system, args, work):
+                lines.append(line)
+                print(json.dumps(line), flush=True)
+        print(json.dumps(summary(lines)), flush=True)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        if args.keep:
+            print(f"logs and shared folder kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
