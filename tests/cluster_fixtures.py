@@ -133,6 +133,19 @@ def wait_until(predicate, timeout, what, watch=()):
     pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tails}")
 
 
+def kill_an_executor_while_paused(proc, marker, go, executor_pids, executors, timeout):
+    """Wait until the job `proc` pauses (writes `marker`), SIGKILL one of its `executors`
+    executors (`executor_pids()` lists them), then let the job go on (`go`); returns its exit code."""
+    wait_until(marker.exists, timeout, "the job to reach its pause", watch=[proc])
+    pids = wait_until(lambda: len(found := executor_pids()) == executors and found, 30,
+                      f"{executors} executors")
+    victim = pids[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: not alive(victim), 30, f"executor {victim} to die")
+    go.touch()
+    return proc.wait(timeout)
+
+
 def job_command(*args, submit_master=None):
     """Command line for scripts/distri_job.py: plain python, or spark-submit to submit_master."""
     args = [str(a) for a in args]

@@ -15,7 +15,8 @@ import signal
 import numpy as np
 import pytest
 
-from tests.cluster_fixtures import JOB, Process, alive, job_command, job_summary, run_job, wait_until
+from tests.cluster_fixtures import (JOB, Process, alive, job_command, job_summary, kill_an_executor_while_paused,
+                                   run_job, wait_until)
 from tests.cluster_fixtures import standalone_cluster  # noqa: F401  (module-scoped fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -112,15 +113,9 @@ def test_executor_killed_mid_training_recovers_to_the_same_weights(tmp_path, sta
     args = job_args(tmp_path, iterations=10, pause_after=5, marker=marker, go=go, sync=sync, lineage_every=4)
     proc = Process(job_command(*args, submit_master=standalone_cluster.url), tmp_path / "job.log")
     try:
-        wait_until(marker.exists, JOB_TIMEOUT, "the job to finish iteration 5", watch=[proc])
-        # One executor per worker (an earlier application's may still be shutting down).
-        executors = wait_until(lambda: len(pids := standalone_cluster.executor_pids()) == 2 and pids, 30,
-                               "one executor per worker")
-        victim = executors[0]
-        os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: not alive(victim), 30, f"executor {victim} to die")
-        go.touch()  # iterations 6.. run with the weight/state slices and shuffle files it held gone
-        code = proc.wait(JOB_TIMEOUT)
+        # One executor per worker (an earlier application's may still be shutting down); iterations
+        # 6.. run with the weight/state slices and shuffle files the killed one held gone.
+        code = kill_an_executor_while_paused(proc, marker, go, standalone_cluster.executor_pids, 2, JOB_TIMEOUT)
         assert code == 0, f"job failed after the executor loss:\n{proc.log()[-3000:]}"
         summary = job_summary(proc)
     finally:

@@ -26,13 +26,17 @@ def _shape(value):
     return dims
 
 
-def _positive_int(name):
+def _int_at_least(name, minimum):
     def convert(value):
         v = TypeConverters.toInt(value)
-        if v < 1:
-            raise TypeError(f"{name}: expected an integer >= 1, received {value!r}")
+        if v < minimum:
+            raise TypeError(f"{name}: expected an integer >= {minimum}, received {value!r}")
         return v
     return convert
+
+
+def _positive_int(name):
+    return _int_at_least(name, 1)
 
 
 def _optional_positive_int(name):
@@ -41,12 +45,7 @@ def _optional_positive_int(name):
 
 
 def _non_negative_int(name):
-    def convert(value):
-        v = TypeConverters.toInt(value)
-        if v < 0:
-            raise TypeError(f"{name}: expected an integer >= 0, received {value!r}")
-        return v
-    return convert
+    return _int_at_least(name, 0)
 
 
 def _config_or_name(name):
