@@ -4,20 +4,19 @@ These tests check the fixture itself (tests/multihost.py); training on it lives 
 """
 import json
 import os
-import signal
 
 import pytest
 
-from tests.cluster_fixtures import JOB, Process, alive, wait_until
+from tests.cluster_fixtures import JOB, Process, kill_an_executor_while_paused
 from tests.multihost import MASTER_HOST, WORKER_HOSTS, isolated_hosts  # noqa: F401  (module-scoped fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 JOB_TIMEOUT_S = 240
 
 
-def run_submitted(cluster, tmp_path, name, script, *args):
-    """spark-submit `script` to the cluster and return its last JSON line."""
-    proc = Process(cluster.submit_command(script, *args), tmp_path / f"{name}.log")
+def run_submitted(cluster, tmp_path, name, script, *args, conf=None):
+    """spark-submit `script` (with `conf`) to the cluster and return its last JSON line (log: name.log)."""
+    proc = Process(cluster.submit_command(script, *args, conf=conf), tmp_path / f"{name}.log")
     try:
         code = proc.wait(JOB_TIMEOUT_S)
         assert code == 0, f"{name} exited with {code}:\n{proc.log()[-4000:]}"
@@ -77,14 +76,7 @@ def test_a_host_losing_its_executor_mid_training_still_gives_the_oracle_weights(
     args[args.index("--lineage-root") + 1] = f"{isolated_hosts.shared}/lineage-killed-{sync}"
     proc = Process(isolated_hosts.submit_command(JOB, *args), tmp_path / "job.log")
     try:
-        wait_until(marker.exists, JOB_TIMEOUT_S, "the job to finish iteration 5", watch=[proc])
-        executors = wait_until(lambda: len(pids := isolated_hosts.executor_pids()) == 3 and pids, 30,
-                               "one executor per host")
-        victim = executors[0]
-        os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: not alive(victim), 30, f"executor {victim} to die")
-        go.touch()
-        code = proc.wait(JOB_TIMEOUT_S)
+        code = kill_an_executor_while_paused(proc, marker, go, isolated_hosts.executor_pids, 3, JOB_TIMEOUT_S)
         assert code == 0, f"job failed after the executor loss:\n{proc.log()[-4000:]}"
     finally:
         proc.kill()

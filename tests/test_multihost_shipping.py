@@ -57,3 +57,25 @@ def test_estimators_fit_transform_and_predict_udf_with_bigdl_py_and_a_custom_lay
         np.testing.assert_allclose(run["transform"], run["transform_driver"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(run["udf"], run["udf_driver"], rtol=1e-5, atol=1e-6)
     assert "user_layers_b" in result["unshipped"] and "addPyFile" in result["unshipped"]
+
+
+def test_the_readme_py_files_route_trains_with_a_zip_made_by_package_zip(hosts_without_bigdl_py, tmp_path):
+    """README: `python -c "...package_zip('bigdl_py.zip')"`, then `spark-submit --py-files bigdl_py.zip ...`."""
+    import subprocess
+    import sys
+
+    from tests.test_distri_clusters import assert_equals_oracle, job_args
+
+    cluster = hosts_without_bigdl_py
+    made = subprocess.run([sys.executable, "-c", "from bigdl_py.shipping import package_zip; "
+                           "print(package_zip('bigdl_py.zip'))"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert made.returncode == 0 and made.stdout.strip() == "bigdl_py.zip", made.stderr
+    args = job_args(tmp_path, iterations=4, sync="blockmanager", spark_log_level="INFO")
+    args[args.index("--lineage-root") + 1] = f"{cluster.shared}/lineage-py-files"
+    summary = run_submitted(cluster, tmp_path, "py-files", JOB, *args,
+                            conf={"spark.submit.pyFiles": str(tmp_path / "bigdl_py.zip")})
+    assert summary["last_step"] == 4
+    assert_equals_oracle(args, tmp_path / "weights.npy")
+    log = (tmp_path / "py-files.log").read_text(errors="replace")
+    assert "bigdl_py.zip" in log and "bigdl_py-ship-" not in log  # the user's zip served; nothing auto-shipped
