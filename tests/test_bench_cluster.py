@@ -10,7 +10,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "scripts", "bench_cluster.py")
 SPLIT = {"median_wall_ms", "median_compute_ms", "median_sync_ms", "median_data_ms", "median_overhead_ms"}
-RESULT_KEYS = {"system", "sync", "samples_s", "steady_samples_s", "test_accuracy", "iterations", "trivial_job_ms"}
+RESULT_KEYS = {"system", "sync", "samples_s", "steady_samples_s", "test_accuracy", "iterations", "trivial_job_ms",
+               "first_iteration_ms", "outside_iterations_s"}
 
 
 def load_bench():
