@@ -89,8 +89,11 @@ def child(args):
     from bigdl_py.main import mnist_dataframe
     from bigdl_py.spark_session import get_or_create_session
 
-    master = "local[3]" if args.child == "local[3]" else None  # the cluster's comes from spark-submit
-    spark = get_or_create_session(master=master, app_name=f"bench_cluster_{args.child}")
+    if args.child == "local[3]":  # one JVM holds all three executors: the heap of the cluster's three (1g each)
+        spark = get_or_create_session(master="local[3]", app_name="bench_cluster_local3",
+                                      conf={"spark.driver.memory": "3g"})
+    else:  # the master comes from spark-submit
+        spark = get_or_create_session(app_name="bench_cluster_cluster")
     try:
         sc = spark.sparkContext
         x, y, x_test, y_test = load_mnist()
