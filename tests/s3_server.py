@@ -61,3 +61,15 @@ def s3_root(s3_endpoint):
                            region="us-east-1", allow_bucket_creation=True)
     fs.create_dir(bucket)
     return f"s3://test:test@{bucket}/root?endpoint_override={s3_endpoint}&scheme=http&region=us-east-1"
+
+
+def local_or_s3_root(name):
+    """A fixture parametrized over a local folder and an S3 prefix, each called `name`."""
+    @pytest.fixture(params=["local", "s3"])
+    def root(request, tmp_path):
+        if request.param == "local":
+            return str(tmp_path / name)
+        from bigdl_py import storage
+
+        return storage.join(request.getfixturevalue("s3_root"), name)
+    return root

@@ -20,9 +20,14 @@ def run_submitted(cluster, tmp_path, name, script, *args, conf=None):
     try:
         code = proc.wait(JOB_TIMEOUT_S)
         assert code == 0, f"{name} exited with {code}:\n{proc.log()[-4000:]}"
-        lines = [line for line in proc.log().splitlines() if line.startswith("{")]
-        assert lines, f"{name} printed no JSON line:\n{proc.log()[-4000:]}"
-        return json.loads(lines[-1])
+        # The last JSON object printed; the JVM's log lines share the file and may follow it on its line.
+        for line in reversed(proc.log().splitlines()):
+            if line.startswith("{"):
+                try:
+                    return json.JSONDecoder().raw_decode(line)[0]
+                except json.JSONDecodeError:
+                    continue
+        pytest.fail(f"{name} printed no JSON line:\n{proc.log()[-4000:]}")
     finally:
         proc.kill()
 

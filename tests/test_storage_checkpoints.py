@@ -13,16 +13,12 @@ from bigdl_py.engine import lineage
 from bigdl_py.engine.distri import DistriOptimizer
 from bigdl_py.nn import CrossEntropyLoss, zoo
 from bigdl_py.optim import Adam, MaxIteration, SeveralIteration
-from tests.s3_server import s3_endpoint, s3_root  # noqa: F401 (fixtures)
+from tests.s3_server import local_or_s3_root, s3_endpoint, s3_root  # noqa: F401 (fixtures)
 from tests.test_distri_equivalence import SYNCS, mlp_data, partitioned_df
 from tests.test_engine_checkpoint import make, weights
 
 
-@pytest.fixture(params=["local", "s3"])
-def root(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "ckpt")
-    return storage.join(request.getfixturevalue("s3_root"), "ckpt")
+root = local_or_s3_root("ckpt")
 
 
 def test_files_round_trip_and_list(root):

@@ -7,14 +7,10 @@ from bigdl_py import storage
 from bigdl_py.ml import NNModel
 from bigdl_py.ml.stage_storage import MARKER, load_stage, save_stage
 from bigdl_py.nn import load_model, save_model, zoo
-from tests.s3_server import s3_endpoint, s3_root  # noqa: F401 (fixtures)
+from tests.s3_server import local_or_s3_root, s3_endpoint, s3_root  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(params=["local", "s3"])
-def root(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "models")
-    return storage.join(request.getfixturevalue("s3_root"), "models")
+root = local_or_s3_root("models")
 
 
 def drop_marker(uri):
