@@ -75,11 +75,6 @@ class PartitionedData:
     def key_partitions(self):
         return self.tokens.getNumPartitions()
 
-    @property
-    def run_dir(self):
-        """The cache folder as this process sees it (on one machine, the executors' too)."""
-        return self.location.folder()
-
 
 def default_cache_root():
     return os.path.join(tempfile.gettempdir(), "bigdl_py-data")
@@ -283,7 +278,7 @@ def convert_partition(batches, width, policy, has_label, run_id):
                             label_max=label_max if finite else np.nan, fractional_labels=fractional, **bad))
 
 
-def _write_partition(location, width, has_label):
+def _write_partition(location, width):
     """The token stage: gather partition p's chunks, write its files into this executor's cache."""
     def write(p, records):
         gathered = _gather(records, {location.run_id: (location, width)})
@@ -360,7 +355,7 @@ def materialize_keyed(chunks, key_partitions, location, width, feature_shape, po
     """Shuffle the (p, record) chunks into partition p, write each partition's cache files on the
     executor that gets it and keep its token (one Spark job); returns PartitionedData."""
     keyed = chunks.partitionBy(key_partitions, by_key)
-    tokens = keyed.mapPartitionsWithIndex(_write_partition(location, width, has_label), preservesPartitioning=True)
+    tokens = keyed.mapPartitionsWithIndex(_write_partition(location, width), preservesPartitioning=True)
     # Serialised as partitionBy's output is: a union with the all-reduce's shuffles then needs no
     # re-serialising Python pass over the weights (pyspark re-serialises when the formats differ).
     tokens._jrdd_deserializer = keyed._jrdd_deserializer
