@@ -1,31 +1,17 @@
-"""One harness every layer passes (Keras style), plus layer-specific behaviour.
+"""Every registered layer passes bigdl_py.testing.check_layer, plus layer-specific behaviour.
 
-Each case is (layer factory, input shape, input kind, output shape, a bad input);
-every case gets: forward shape, config round trip through JSON, state-dict round
-trip, flat parameter vector, float64 finite-difference backward for the input and
-every parameter, gradient accumulation, and an input error naming the layer path.
-Comparisons with torch.nn live in test_nn_layers_torch.py.
+Each case is (layer factory, check_layer arguments, a bad input); check_layer covers
+forward shape and dtype, infer, batch of 1, save/load, float64 and integer inputs,
+float64 finite-difference backward for the input and every parameter, gradient
+accumulation and the flat parameter vector. Comparisons with torch.nn live in
+test_nn_layers_torch.py.
 """
-import json
-
 import numpy as np
 import pytest
 
 from bigdl_py import nn
-from bigdl_py.nn.module import from_config
-from tests.gradcheck import numeric_grad, projection
-
-
-def make_input(shape, kind, seed=0):
-    rng = np.random.default_rng(seed)
-    if kind == "indices":
-        return rng.integers(0, 7, shape).astype(np.int64)
-    if kind == "distinct":  # max pooling: no ties, gaps far wider than the FD step
-        return (rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 - 1.0).astype(np.float32)
-    x = rng.standard_normal(shape)
-    if kind == "off_zero":  # kinks at 0 (relu family): keep FD away from them
-        x = np.sign(x) * (0.2 + np.abs(x))
-    return x.astype(np.float32)
+from bigdl_py.nn import registry
+from bigdl_py.testing import check_layer, distinct_input, index_input, off_zero_input
 
 
 def bn_eval(shape_c=3, activation=None):
@@ -43,67 +29,93 @@ def bn_train(shape_c=3, activation=None):
     return m.train()
 
 
+def small_sequential():
+    return nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+
+
+def residual_graph():
+    x = nn.Input((4,))
+    h = nn.Linear(4, 4, name="fc")(x)
+    return nn.Model(x, nn.Concat()([nn.Add(activation="relu")([h, x]), nn.Narrow(1, 1, 2)(x)]))
+
+
+def case(shape, out, maker=None):
+    """check_layer's arguments for an input of `shape` (a list of shapes: several inputs) and output `out`."""
+    kwargs = dict(input_shape=shape, expected_output_shape=out)
+    return dict(kwargs, input_maker=maker) if maker else kwargs
+
+
 BAD_2D = np.zeros((2, 3, 4), np.float32)
 NOT_ARRAY = [[1.0, 2.0]]
+MISMATCHED_PAIR = [np.zeros((2, 3), np.float32), np.zeros((3, 4), np.float32)]
 
-# id: (factory, input shape, input kind, output shape, bad input)
+# id: (factory, check_layer arguments, bad input or None for containers, whose errors name a child)
 CASES = {
-    "conv": (lambda: nn.Conv2d(3, 4, 3, padding=1), (2, 5, 5, 3), "normal", (2, 5, 5, 4),
+    "conv": (lambda: nn.Conv2d(3, 4, 3, padding=1), case((2, 5, 5, 3), (2, 5, 5, 4)),
              np.zeros((2, 5, 5, 2), np.float32)),
     "conv_grouped_relu": (lambda: nn.Conv2d(4, 6, (3, 2), stride=2, padding=(1, 0), dilation=(1, 2), groups=2,
                                             activation="relu"),
-                          (2, 6, 7, 4), "normal", (2, 3, 3, 6), np.zeros((2, 6, 7), np.float32)),
+                          case((2, 6, 7, 4), (2, 3, 3, 6)), np.zeros((2, 6, 7), np.float32)),
     "conv_depthwise_nobias": (lambda: nn.Conv2d(3, 3, 3, groups=3, bias=False, weight_init="xavier_uniform"),
-                              (1, 4, 5, 3), "normal", (1, 2, 3, 3), np.zeros((1, 2, 2, 3), np.float32)),
-    "linear": (lambda: nn.Linear(5, 3), (4, 5), "normal", (4, 3), np.zeros((4, 6), np.float32)),
-    "linear_seq_nobias": (lambda: nn.Linear(5, 3, bias=False, weight_init="kaiming_normal"), (2, 3, 5), "normal",
-                          (2, 3, 3), np.zeros((5,), np.float32)),
-    "maxpool": (lambda: nn.MaxPool2d(2), (2, 4, 4, 3), "distinct", (2, 2, 2, 3), BAD_2D),
-    "maxpool_ceil_pad": (lambda: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (1, 6, 6, 2), "distinct",
-                         (1, 4, 4, 2), BAD_2D),
-    "avgpool": (lambda: nn.AvgPool2d(2), (2, 4, 4, 3), "normal", (2, 2, 2, 3), BAD_2D),
-    "avgpool_exclude_pad": (lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), (2, 5, 5, 2),
-                            "normal", (2, 3, 3, 2), BAD_2D),
-    "global_avgpool": (lambda: nn.GlobalAvgPool2d(), (2, 3, 3, 4), "normal", (2, 4), BAD_2D),
-    "batchnorm_2d_train": (lambda: bn_train(), (6, 3), "normal", (6, 3), np.zeros((6, 4), np.float32)),
-    "batchnorm_4d_train": (lambda: bn_train(), (2, 3, 2, 3), "normal", (2, 3, 2, 3),
-                           np.zeros((2, 3, 3), np.float32)),
-    "batchnorm_4d_train_relu": (lambda: bn_train(activation="relu"), (2, 3, 2, 3), "normal", (2, 3, 2, 3),
+                              case((1, 4, 5, 3), (1, 2, 3, 3)), np.zeros((1, 2, 2, 3), np.float32)),
+    "linear": (lambda: nn.Linear(5, 3), case((4, 5), (4, 3)), np.zeros((4, 6), np.float32)),
+    "linear_seq_nobias": (lambda: nn.Linear(5, 3, bias=False, weight_init="kaiming_normal"),
+                          case((2, 3, 5), (2, 3, 3)), np.zeros((5,), np.float32)),
+    "maxpool": (lambda: nn.MaxPool2d(2), case((2, 4, 4, 3), (2, 2, 2, 3), distinct_input), BAD_2D),
+    "maxpool_ceil_pad": (lambda: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+                         case((1, 6, 6, 2), (1, 4, 4, 2), distinct_input), BAD_2D),
+    "avgpool": (lambda: nn.AvgPool2d(2), case((2, 4, 4, 3), (2, 2, 2, 3)), BAD_2D),
+    "avgpool_exclude_pad": (lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+                            case((2, 5, 5, 2), (2, 3, 3, 2)), BAD_2D),
+    "global_avgpool": (lambda: nn.GlobalAvgPool2d(), case((2, 3, 3, 4), (2, 4)), BAD_2D),
+    "batchnorm_2d_train": (lambda: bn_train(), case((6, 3), (6, 3)), np.zeros((6, 4), np.float32)),
+    "batchnorm_4d_train": (lambda: bn_train(), case((2, 3, 2, 3), (2, 3, 2, 3)), np.zeros((2, 3, 3), np.float32)),
+    "batchnorm_4d_train_relu": (lambda: bn_train(activation="relu"), case((2, 3, 2, 3), (2, 3, 2, 3)),
                                 np.zeros((2, 3, 3), np.float32)),
-    "batchnorm_4d_eval": (lambda: bn_eval(), (2, 2, 2, 3), "normal", (2, 2, 2, 3),
-                          np.zeros((2, 2, 2, 4), np.float32)),
-    "lrn": (lambda: nn.LRN(size=3, alpha=0.5, beta=0.75, k=2.0), (2, 2, 3, 5), "normal", (2, 2, 3, 5), BAD_2D),
-    "relu": (lambda: nn.ReLU(), (3, 4), "off_zero", (3, 4), NOT_ARRAY),
-    "relu6": (lambda: nn.ReLU6(), (3, 4), "off_zero", (3, 4), NOT_ARRAY),
-    "leaky_relu": (lambda: nn.LeakyReLU(0.2), (3, 4), "off_zero", (3, 4), NOT_ARRAY),
-    "elu": (lambda: nn.ELU(0.7), (2, 3, 4), "off_zero", (2, 3, 4), NOT_ARRAY),
-    "tanh": (lambda: nn.Tanh(), (3, 4), "normal", (3, 4), NOT_ARRAY),
-    "sigmoid": (lambda: nn.Sigmoid(), (3, 4), "normal", (3, 4), NOT_ARRAY),
-    "softmax": (lambda: nn.SoftMax(), (3, 5), "normal", (3, 5), NOT_ARRAY),
-    "log_softmax": (lambda: nn.LogSoftMax(), (2, 2, 5), "normal", (2, 2, 5), NOT_ARRAY),
-    "dropout": (lambda: nn.Dropout(0.4), (4, 5), "normal", (4, 5), NOT_ARRAY),
+    "batchnorm_4d_eval": (lambda: bn_eval(), case((2, 2, 2, 3), (2, 2, 2, 3)), np.zeros((2, 2, 2, 4), np.float32)),
+    "lrn": (lambda: nn.LRN(size=3, alpha=0.5, beta=0.75, k=2.0), case((2, 2, 3, 5), (2, 2, 3, 5)), BAD_2D),
+    "relu": (lambda: nn.ReLU(), case((3, 4), (3, 4), off_zero_input), NOT_ARRAY),
+    "relu6": (lambda: nn.ReLU6(), case((3, 4), (3, 4), off_zero_input), NOT_ARRAY),
+    "leaky_relu": (lambda: nn.LeakyReLU(0.2), case((3, 4), (3, 4), off_zero_input), NOT_ARRAY),
+    "elu": (lambda: nn.ELU(0.7), case((2, 3, 4), (2, 3, 4), off_zero_input), NOT_ARRAY),
+    "tanh": (lambda: nn.Tanh(), case((3, 4), (3, 4)), NOT_ARRAY),
+    "sigmoid": (lambda: nn.Sigmoid(), case((3, 4), (3, 4)), NOT_ARRAY),
+    "softmax": (lambda: nn.SoftMax(), case((3, 5), (3, 5)), NOT_ARRAY),
+    "log_softmax": (lambda: nn.LogSoftMax(), case((2, 2, 5), (2, 2, 5)), NOT_ARRAY),
+    "dropout": (lambda: nn.Dropout(0.4), case((4, 5), (4, 5)), NOT_ARRAY),
     # Indices are drawn from [0, 7): the padding row (no gradient by design) stays unused here.
-    "embedding": (lambda: nn.Embedding(8, 3, padding_idx=7), (3, 4), "indices", (3, 4, 3),
+    "embedding": (lambda: nn.Embedding(8, 3, padding_idx=7), case((3, 4), (3, 4, 3), index_input(7)),
                   np.array([[0.5, 1.0]], np.float32)),
-    "lstm_last": (lambda: nn.LSTM(3, 4), (2, 3, 3), "normal", (2, 4), np.zeros((2, 3, 2), np.float32)),
-    "lstm_seq": (lambda: nn.LSTM(3, 4, return_sequences=True), (2, 3, 3), "normal", (2, 3, 4),
+    "lstm_last": (lambda: nn.LSTM(3, 4), case((2, 3, 3), (2, 4)), np.zeros((2, 3, 2), np.float32)),
+    "lstm_seq": (lambda: nn.LSTM(3, 4, return_sequences=True), case((2, 3, 3), (2, 3, 4)),
                  np.zeros((2, 3), np.float32)),
-    "gru_last": (lambda: nn.GRU(3, 4), (2, 3, 3), "normal", (2, 4), np.zeros((2, 3, 2), np.float32)),
-    "gru_seq": (lambda: nn.GRU(3, 4, return_sequences=True), (2, 3, 3), "normal", (2, 3, 4),
+    "gru_last": (lambda: nn.GRU(3, 4), case((2, 3, 3), (2, 4)), np.zeros((2, 3, 2), np.float32)),
+    "gru_seq": (lambda: nn.GRU(3, 4, return_sequences=True), case((2, 3, 3), (2, 3, 4)),
                 np.zeros((2, 3), np.float32)),
-    "flatten": (lambda: nn.Flatten(), (2, 3, 2, 2), "normal", (2, 12), np.zeros((3,), np.float32)),
-    "reshape": (lambda: nn.Reshape((2, -1)), (2, 6), "normal", (2, 2, 3), np.zeros((2, 5), np.float32)),
-    "identity": (lambda: nn.Identity(), (2, 3), "normal", (2, 3), NOT_ARRAY),
+    "flatten": (lambda: nn.Flatten(), case((2, 3, 2, 2), (2, 12)), np.zeros((3,), np.float32)),
+    "reshape": (lambda: nn.Reshape((2, -1)), case((2, 6), (2, 2, 3)), np.zeros((2, 5), np.float32)),
+    "identity": (lambda: nn.Identity(), case((2, 3), (2, 3)), NOT_ARRAY),
+    "zero_pad": (lambda: nn.ZeroPad2d((1, 0, 2, 1)), case((2, 3, 2, 2), (2, 6, 3, 2)), BAD_2D),
+    "narrow": (lambda: nn.Narrow(-1, 1, 2), case((3, 2, 4), (3, 2, 2)), np.zeros((3, 2), np.float32)),
+    "add": (lambda: nn.Add(), case([(2, 3), (2, 3), (2, 3)], (2, 3)), MISMATCHED_PAIR),
+    "add_relu": (lambda: nn.Add(activation="relu"), case([(2, 3, 2), (2, 3, 2)], (2, 3, 2), off_zero_input),
+                 MISMATCHED_PAIR),
+    "concat": (lambda: nn.Concat(axis=1), case([(2, 3, 2), (2, 1, 2)], (2, 4, 2)), MISMATCHED_PAIR),
+    "sequential": (small_sequential, case((3, 4), (3, 2)), None),
+    "graph": (residual_graph, case((3, 4), (3, 6), off_zero_input), None),
 }
 IDS = list(CASES)
+# Defects check_layer finds in layers outside this change; strict, so the fix turns them into failures to remove.
+KNOWN_DEFECTS = {
+    "add_relu": "Add(activation='relu') hands integer inputs to the float-only add_relu kernel, whose ValueError "
+                "does not name the layer (bigdl_py/nn/graph.py)",
+}
 
 
 def build(case_id):
-    factory, shape, kind, out_shape, bad = CASES[case_id]
+    factory, kwargs, bad = CASES[case_id]
     nn.init.manual_seed(0)
-    m = factory()
-    m.set_forward_seed(7)
-    return m, make_input(shape, kind), out_shape, bad
+    return factory(), kwargs, bad
 
 
 def run(m, x, seed=7):
@@ -111,107 +123,34 @@ def run(m, x, seed=7):
     return m.forward(x)
 
 
-def to_float64(m):
-    for d in (m.params, m.grads, m.buffers):
-        for k in d:
-            d[k] = d[k].astype(np.float64)
+@pytest.mark.parametrize("case_id", [
+    pytest.param(i, marks=pytest.mark.xfail(raises=AssertionError, strict=True, reason=KNOWN_DEFECTS[i]))
+    if i in KNOWN_DEFECTS else i for i in IDS])
+def test_layer_passes_check_layer(case_id):
+    m, kwargs, _ = build(case_id)
+    check_layer(m, **kwargs)
+
+
+def test_every_registered_layer_has_a_check_layer_case():
+    builtin = {name for name, cls in registry._REGISTRY.items() if registry.is_builtin(cls)}
+    covered = {type(factory()).__name__ for factory, _, _ in CASES.values()}
+    assert len(builtin) >= 28
+    missing = sorted(builtin - covered)
+    assert not missing, f"registered layers without a check_layer case in tests/test_nn_layers.py: {missing}"
 
 
 @pytest.mark.parametrize("case_id", IDS)
-def test_forward_shape_and_dtype(case_id):
-    m, x, out_shape, _ = build(case_id)
-    y = run(m, x)
-    assert y.shape == out_shape
-    assert y.dtype == np.float32
-
-
-@pytest.mark.parametrize("case_id", IDS)
-def test_config_round_trip_through_json_gives_identical_forward(case_id):
-    m, x, _, _ = build(case_id)
-    config = json.loads(json.dumps(m.get_config()))
-    twin = from_config(config)
-    assert type(twin) is type(m) and twin.get_config() == m.get_config()
-    twin.load_state_dict(m.state_dict())
-    twin.train(m.training)
-    np.testing.assert_array_equal(run(twin, x), run(m, x))
-
-
-@pytest.mark.parametrize("case_id", IDS)
-def test_state_dict_round_trip_into_a_differently_initialised_layer(case_id):
-    m, x, _, _ = build(case_id)
+def test_state_dict_is_a_copy_of_every_parameter_and_buffer(case_id):
+    m, _, _ = build(case_id)
     state = m.state_dict()
-    assert set(state) == set(m.params) | set(m.buffers)
-    nn.init.manual_seed(123)
-    other = CASES[case_id][0]()
-    other.load_state_dict(state)
-    np.testing.assert_array_equal(run(other, x), run(m, x))
+    assert set(state) == {k for k, _ in m.named_parameters()} | {k for k, _ in m.named_buffers()}
     live = dict(m.named_parameters(), **dict(m.named_buffers()))
     assert not any(np.shares_memory(v, live[k]) for k, v in state.items())
 
 
-@pytest.mark.parametrize("case_id", IDS)
-def test_flat_parameters_keep_forward_and_receive_gradients(case_id):
-    m, x, _, _ = build(case_id)
-    y = run(m, x)
-    weights, grads = m.parameters_flat()
-    assert weights.size == grads.size == sum(p.size for p in m.params.values())
-    np.testing.assert_array_equal(run(m, x), y)
-    m.backward(x, projection(y.shape).astype(np.float32))
-    np.testing.assert_array_equal(grads, np.concatenate([g.reshape(-1) for g in m.grads.values()] + [[]]))
-    if m.params:
-        assert np.any(grads != 0)
-        weights *= 0.5  # writing the vector changes the layer
-        assert np.all(next(iter(m.params.values())).reshape(-1)[:3] == weights[:3])
-
-
-@pytest.mark.parametrize("case_id", [i for i in IDS if CASES[i][0]().params])
-def test_backward_accumulates_parameter_gradients(case_id):
-    m, x, _, _ = build(case_id)
-    y = run(m, x)
-    g = projection(y.shape).astype(np.float32)
-    m.backward(x, g)
-    once = {k: v.copy() for k, v in m.grads.items()}
-    run(m, x)
-    m.backward(x, g)
-    for k in once:
-        np.testing.assert_allclose(m.grads[k], 2 * once[k], rtol=1e-6, atol=1e-7)
-    m.zero_grad()
-    assert all(not v.any() for v in m.grads.values())
-
-
-@pytest.mark.parametrize("case_id", IDS)
-def test_backward_matches_float64_finite_differences(case_id):
-    m, x, _, _ = build(case_id)
-    to_float64(m)
-    x64 = x if x.dtype.kind == "i" else x.astype(np.float64)
-    r = projection(run(m, x64).shape)
-
-    def loss():
-        return float((r * run(m, x64)).sum())
-
-    y = run(m, x64)
-    assert y.dtype == np.float64
-    dx = m.backward(x64, r)
-    if x.dtype.kind == "i":
-        assert dx is None  # indices get no gradient
-    else:
-        def loss_of_x(v):
-            return float((r * run(m, v)).sum())
-        np.testing.assert_allclose(dx, numeric_grad(loss_of_x, x64), rtol=1e-4, atol=1e-6)
-    for key, p in m.params.items():
-        def loss_of_p(v, p=p):
-            keep = p.copy()
-            p[...] = v
-            out = loss()
-            p[...] = keep
-            return out
-        np.testing.assert_allclose(m.grads[key], numeric_grad(loss_of_p, p), rtol=1e-4, atol=1e-6,
-                                   err_msg=f"gradient of {key}")
-
-
-@pytest.mark.parametrize("case_id", IDS)
+@pytest.mark.parametrize("case_id", [i for i in IDS if CASES[i][2] is not None])
 def test_wrong_input_raises_value_error_naming_the_layer_path(case_id):
-    m, _, _, bad = build(case_id)
+    m, _, bad = build(case_id)
     m._set_path("net.block2.layer")
     with pytest.raises(ValueError, match=r"layer 'net\.block2\.layer'"):
         run(m, bad)
@@ -220,9 +159,10 @@ def test_wrong_input_raises_value_error_naming_the_layer_path(case_id):
 @pytest.mark.parametrize("case_id", ["conv_grouped_relu", "maxpool", "batchnorm_2d_train", "lrn", "tanh", "dropout",
                                      "lstm_last", "gru_seq"])
 def test_backward_before_forward_names_the_layer(case_id):
-    m, x, out_shape, _ = build(case_id)
+    m, kwargs, _ = build(case_id)
+    x = np.zeros(kwargs["input_shape"], np.float32)
     with pytest.raises(ValueError, match=r"layer '\w+' \(\w+\): backward called before forward"):
-        m.backward(x, np.zeros(out_shape, np.float32))
+        m.backward(x, np.zeros(kwargs["expected_output_shape"], np.float32))
 
 
 # ---- layer-specific behaviour ----------------------------------------------------
