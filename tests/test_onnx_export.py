@@ -198,3 +198,11 @@ def test_a_model_in_training_mode_exports_eval_mode_and_stays_as_it_was(tmp_path
     x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
     (theirs,) = run_onnx(tmp_path / "m.onnx", x)
     np.testing.assert_allclose(theirs, model.eval().infer(x), atol=TOLERANCE, rtol=0)
+
+
+def test_relu6_bounds_are_scalars_as_the_clip_operator_requires(tmp_path):
+    save_onnx(nn.Sequential(nn.Conv2d(2, 3, 1, activation="relu6"), nn.ReLU6()), str(tmp_path / "m.onnx"), (4, 4, 2))
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    bounds = [constants[name] for n in proto.graph.node if n.op_type == "Clip" for name in n.input[1:]]
+    assert len(bounds) == 4 and all(b.shape == () for b in bounds)

@@ -65,7 +65,8 @@ class _Builder:
 
     def const(self, base, array):
         name = self.unique(base)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        # np.array keeps a 0-d scalar 0-d (Clip's bounds must be scalars); ascontiguousarray would make it 1-d.
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.array(array, order="C"), name))
         return name
 
     def node(self, op, inputs, base, outputs=1, **attrs):
