@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from bigdl_py.kernels import activation as act
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 
 # name -> (our kwargs, torch function of a tensor)
 ACTIVATIONS = {

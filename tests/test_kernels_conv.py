@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from bigdl_py.kernels import conv
 from bigdl_py.kernels.conv import conv2d_backward, conv2d_forward, conv2d_output_shape
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 
 # id -> (x shape NHWC, (KH, KW), Cout, stride, padding, dilation, groups)
 CASES = {

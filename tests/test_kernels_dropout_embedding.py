@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from bigdl_py.kernels import dropout, embedding
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 
 
 def test_dropout_same_seed_same_mask_other_seed_other_mask():

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from bigdl_py.kernels import linear
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 
 
 def make(n, fan_in, fan_out, dtype=np.float32, seed=0):

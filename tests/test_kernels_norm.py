@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from bigdl_py.kernels import norm
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 
 SHAPES = [(2, 3), (7, 5), (1, 3, 2, 4), (4, 5, 3, 6)]
 

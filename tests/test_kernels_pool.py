@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from bigdl_py.kernels import pool
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 
 # (x shape NHWC, kernel, stride, padding, ceil_mode)
 CASES = [

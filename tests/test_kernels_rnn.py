@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bigdl_py.kernels import rnn
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 
 GATES = {"lstm": 4, "gru": 3}
 # (N, T, I, H): batch 1, sequence length 1, odd sizes, H = I = 1.

@@ -8,7 +8,7 @@ import torch
 from bigdl_py import nn
 from bigdl_py.nn.containers import Sequential
 from bigdl_py.nn.module import Module, register
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 
 
 @register

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from bigdl_py.nn.criterions import (BCEWithLogitsLoss, ClassNLLCriterion, CrossEntropyLoss, L1Loss, MSELoss,
                                     NLLLoss, SmoothL1Loss, criterion_from_config, get_criterion)
-from tests.gradcheck import numeric_grad
+from bigdl_py.testing import numeric_grad
 
 N, C = 5, 4
 rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from bigdl_py import nn
 from bigdl_py.nn.containers import Sequential
 from bigdl_py.nn.graph import Add, Concat, Input, Model, Node
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 from tests.test_nn_containers import _Scale, to_float64
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bigdl_py import nn
-from tests.gradcheck import projection
+from bigdl_py.testing import projection
 
 
 def hwio_to_oihw(w):

@@ -8,7 +8,7 @@ import torch
 
 from bigdl_py import nn
 from bigdl_py.nn.module import from_config
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 
 CASES = [((4, 7), 1, 2, 3), ((3, 5, 6), -1, 0, 6), ((2, 4, 3, 5), 2, 1, 2), ((3, 6), -1, 5, 1)]
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from bigdl_py import nn
 from bigdl_py.nn import zoo
 from bigdl_py.nn.io import load_model, save_model
-from tests.gradcheck import numeric_grad, projection
+from bigdl_py.testing import numeric_grad, projection
 from tests.test_nn_graph import nchw, torch_conv_weight
 
 

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.gradcheck import numeric_grad
+from bigdl_py.testing import numeric_grad
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
