@@ -230,8 +230,9 @@ class _Checker:
         if np.any(excess > 0):
             worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
             index = ", ".join(str(int(i)) for i in worst)
-            self.fail(check, f"{what}[{index}] = {got[worst]!r}, expected {expected[worst]!r} (worst of "
-                             f"{int(np.sum(excess > 0))} elements beyond atol={atol} + rtol={rtol} * |expected|){hint}")
+            self.fail(check, f"{what}[{index}] = {got[worst].item()!r}, expected {expected[worst].item()!r} "
+                             f"(worst of {int(np.sum(excess > 0))} elements beyond atol={atol} + rtol={rtol} * "
+                             f"|expected|){hint}")
 
     def same_outputs(self, check, got, expected, rtol=0.0, atol=0.0):
         if len(got) != len(expected):
@@ -255,7 +256,7 @@ class _Checker:
                 self.fail("forward", f"float32 input gave a {y.dtype} output {i}, expected float32")
             if not np.isfinite(y).all():
                 worst = np.unravel_index(int(np.argmin(np.isfinite(y))), y.shape)
-                self.fail("forward", f"output {i} has a non-finite value {y[worst]!r} at {worst}")
+                self.fail("forward", f"output {i} has a non-finite value {y[worst].item()!r} at {worst}")
         return ys
 
     def infer(self, xs, ys):
