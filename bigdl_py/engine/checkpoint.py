@@ -185,6 +185,14 @@ def load_range(path, start, stop):
     return weights, arrays or {}
 
 
+def restore_state(path, state, stored):
+    """Copy optimizer state `stored` (load_range of checkpoint `path`) into `state`, checking every array is there."""
+    for k, v in state.items():
+        if k not in stored:
+            raise ValueError(f"{path}: optimizer state {k!r} missing from the checkpoint")
+        v[:] = stored[k]
+
+
 def load_model(path):
     """The model stored in a checkpoint: architecture, weights and buffers."""
     meta = read_meta(path)

@@ -8,7 +8,8 @@ sizes and seed this reproduces LocalOptimizer's weights to float32 round-off.
 
 Two sync backends: "blockmanager" (one Spark job of two stages per iteration, slices
 moved as Spark shuffle blocks; sync/blockmanager.py) and "ring" (one barrier stage for the whole
-run, TCP all-reduce between the tasks; engine/ring_driver.py, sync/ring.py).
+run, TCP all-reduce between the tasks; engine/ring_driver.py, sync/ring.py). What the
+executors compute, whichever backend moves the slices, is in engine/replica.py.
 """
 import json
 import logging
@@ -18,17 +19,17 @@ import time
 import numpy as np
 
 from bigdl_py import storage
-from bigdl_py.data.partitions import grouped_by_rank, load_partition, materialize_dataframe
+from bigdl_py.data.partitions import grouped_by_rank, materialize_dataframe
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine import lineage
-from bigdl_py.engine.base import (BaseOptimizer, TrainingError, metric_partials, metric_results, seed_for,
-                                  sum_reduction)
+from bigdl_py.engine.base import BaseOptimizer, TrainingError, metric_results, sum_reduction
+from bigdl_py.engine.replica import (apply_update, fresh_slices, gradient_step, metrics_step, replica,
+                                     slices_from_checkpoint)
+from bigdl_py.engine.ring_driver import RingDriver
 from bigdl_py.engine.sampling import PartitionedSampler
-from bigdl_py.engine.tensorboard import merged_squares, segment_squares
-from bigdl_py.nn.criterions import criterion_from_config
+from bigdl_py.engine.tensorboard import merged_squares
 from bigdl_py.nn.input_spec import input_spec
 from bigdl_py.nn.module import from_config
-from bigdl_py.optim.optimizers import optimizers_get
 from bigdl_py.optim.schedules import schedules_get
 from bigdl_py.shipping import ensure_importable_on_executors
 from bigdl_py.sync.blockmanager import BlockManagerAllReduce, slice_bounds, to_bf16
@@ -38,23 +39,6 @@ from bigdl_py.worker_heap import settle_heap
 
 SYNC_BACKENDS = ("blockmanager", "ring", "auto")
 _LOG = logging.getLogger("bigdl_py")
-_WORKER = {}  # per Python worker: run id -> (model, weights, grads, criterion)
-
-
-def _replica(run_id, model_config, criterion_config, threads):
-    """This worker's model replica for the run, built once from its config."""
-    if run_id not in _WORKER:
-        from bigdl_py.kernels.threads import set_num_threads
-
-        set_num_threads(threads)
-        model = from_config(json.loads(model_config))
-        weights, grads = model.parameters_flat()
-        model.set_input_grad_needed(False)  # nobody reads the gradient w.r.t. the data
-        # Pieces are sums; the all-reduce divides once by the global sample count.
-        criterion = sum_reduction(criterion_from_config(json.loads(criterion_config)))
-        _WORKER.clear()  # one run at a time per worker: drop replicas of finished runs
-        _WORKER[run_id] = (model, weights, grads, criterion)
-    return _WORKER[run_id]
 
 
 class DistriOptimizer(BaseOptimizer):
@@ -220,8 +204,6 @@ class DistriOptimizer(BaseOptimizer):
         return self.sync_choice[0]
 
     def _optimize_ring(self, run_id, bounds, boundaries, position, path):
-        from bigdl_py.engine.ring_driver import RingDriver
-
         R, P = self.ring_ranks(), self.data.num_partitions
         chunks, owners = owner_chunks(bounds, R)
         v = self.validation
@@ -243,8 +225,8 @@ class DistriOptimizer(BaseOptimizer):
         sync = BlockManagerAllReduce(self.sc, bounds, self.data.num_partitions, self.data.tokens,
                                      self.data.key_partitions)
         optim_config = self.optim_method.get_config()
-        sync.set_slices(_slices_from_checkpoint(path, optim_config) if path
-                        else _fresh_slices(model.parameters_flat()[0].copy(), optim_config))
+        sync.set_slices(slices_from_checkpoint(path, optim_config) if path
+                        else fresh_slices(model.parameters_flat()[0].copy(), optim_config))
         step, epoch, start_iter = position
         model_config = json.dumps(model.get_config())
         criterion_config = json.dumps(self.criterion.get_config())
@@ -254,7 +236,7 @@ class DistriOptimizer(BaseOptimizer):
 
         def compute_at(epoch, i):
             return _compute_fn(run_id, model_config, criterion_config, self.data, sampler, epoch, i, bounds,
-                               self.compress, self.threads_per_task, self.forward_seed_base(epoch, i))
+                               self.compress, self.threads_per_task, self.seed)
 
         upcoming = None  # the next step's compute, whose stages the driver built during this step's job
         try:
@@ -289,7 +271,7 @@ class DistriOptimizer(BaseOptimizer):
                                                       keep=self.checkpoint["keep"] if user_ckpt else 1)
                         # Writing the checkpoint ran this step's update; the new start drops its results.
                         _write_norms(outputs, sync.update_results())
-                        sync.set_slices(_slices_from_checkpoint(path, self.optim_method.get_config()))
+                        sync.set_slices(slices_from_checkpoint(path, self.optim_method.get_config()))
                     if done:
                         break
                 epoch, start_iter = (epoch + 1, 0) if not done else (epoch, start_iter)
@@ -297,10 +279,6 @@ class DistriOptimizer(BaseOptimizer):
             _write_norms(outputs, sync.update_results())  # the last update ran in that job
         finally:
             outputs.close()
-
-    def forward_seed_base(self, epoch, iteration):
-        """forward_seed(epoch, iteration, p) = seed_for(base + [p]), computed on the executor."""
-        return [self.seed, epoch, iteration]
 
     def _timing(self, step, epoch, loss, lr, wall, reports, results):
         """Where the iteration's wall time went (the slowest partition decides compute).
@@ -373,78 +351,25 @@ def _every_epoch():
     return EveryEpoch()
 
 
-def _fresh_slices(initial_weights, optim_config):
-    """make_slice for the first iteration. The initial weights pass the driver once."""
-    def make(s, lo, hi):
-        opt = optimizers_get(optim_config)
-        return initial_weights[lo:hi].copy(), opt.init_state(hi - lo)
-    return make
-
-
-def _slices_from_checkpoint(path, optim_config):
-    """make_slice that reads each slice's range from a checkpoint, on the executor."""
-    def make(s, lo, hi):
-        weights, stored = ckpt.load_range(path, lo, hi)
-        state = optimizers_get(optim_config).init_state(hi - lo)
-        for k, v in state.items():
-            if k not in stored:
-                raise ValueError(f"{path}: optimizer state {k!r} missing from the checkpoint")
-            v[:] = stored[k]
-        return weights, state
-    return make
-
-
 def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, iteration, bounds, compress,
-                threads, seed_base):
+                threads, seed):
     location, shape = data.location, data.feature_shape
 
     def compute(p, gathered):
         t0 = time.perf_counter()
-        model, weights, grads, criterion = _replica(run_id, model_config, criterion_config, threads)
+        model, weights, grads, criterion = replica(run_id, model_config, criterion_config, threads)
         for s, w in gathered:
             lo, hi = bounds[s]
             weights[lo:hi] = w
-        t1 = time.perf_counter()
-        x, y = load_partition(location, p, shape)
-        idx = np.sort(sampler.local_indices(p, epoch, iteration))  # sorted, as the local oracle reads it
-        xb, yb = np.ascontiguousarray(x[idx], dtype=np.float32), np.asarray(y[idx])
-        t2 = time.perf_counter()
+        assemble_s = time.perf_counter() - t0
         grads.fill(0.0)
-        loss_sum = 0.0
-        if len(idx):
-            model.set_forward_seed(seed_for(seed_base + [p]))
-            out = model.forward(xb)
-            loss, grad_out = criterion.forward_backward(out, yb)
-            loss_sum = float(loss)
-            model.backward(xb, grad_out)
-        t3 = time.perf_counter()
+        stats = gradient_step(model, criterion, location, shape, sampler, seed, epoch, iteration, p)
         settle_heap(run_id)  # after the first step's kernels loaded: later per-task gc.collect()s stay cheap
-        stats = dict(loss_sum=loss_sum, count=len(idx), compute_s=t3 - t2, data_s=t2 - t1, assemble_s=t1 - t0)
+        stats["assemble_s"] = assemble_s
         pieces = [grads[lo:hi] for lo, hi in bounds]
         return [to_bf16(g) for g in pieces] if compress == "bf16" else [g.copy() for g in pieces], stats
 
     return compute
-
-
-def apply_update(optim_config, weights, total, state, count, lr, step, boundaries, lo, hi, clip_value,
-                 norms=False):
-    """One slice's optimizer step from its gradient SUM over `count` samples (both backends).
-
-    With `norms`, returns {start of each parameter in the slice: (sum of squares of its
-    weights after the update, of the gradient applied)}, else None.
-    """
-    segs = np.array([b - lo for b in boundaries if lo <= b < hi] + [hi - lo])
-    g = np.zeros_like(weights)
-    if count:
-        g = total / np.float32(count)
-        if clip_value is not None:
-            np.clip(g, clip_value[0], clip_value[1], out=g)
-        optimizers_get(optim_config).update(weights, g, state, lr, step, segs, offset=lo)
-    if norms:
-        starts = segs[:-1]
-        return dict(zip((lo + starts).tolist(), zip(segment_squares(weights, starts).tolist(),
-                                                      segment_squares(g, starts).tolist())))
-    return None
 
 
 def norms_in(results):
@@ -471,13 +396,11 @@ def _validate_fn(run_id, model_config, criterion_config, data, metrics, batch_si
     location, shape = data.location, data.feature_shape
 
     def validate(p, gathered):
-        model, weights, _, criterion = _replica(run_id, model_config, criterion_config, threads)
+        model, weights, _, criterion = replica(run_id, model_config, criterion_config, threads)
         for s, w in gathered:
             lo, hi = bounds[s]
             weights[lo:hi] = w
-        x, y = load_partition(location, p, shape)
-        yield metric_partials(model, criterion, metrics, np.asarray(x, dtype=np.float32), np.asarray(y),
-                              batch_size)
+        yield metrics_step(model, criterion, location, shape, metrics, batch_size, p)
         settle_heap((run_id, "validate"))
 
     return validate

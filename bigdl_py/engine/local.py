@@ -33,14 +33,6 @@ def num_rows(a):
     return len(a[0]) if isinstance(a, list) else len(a)
 
 
-def restore_state(path, state, stored):
-    """Copy checkpointed optimizer state into `state`, checking every array is there."""
-    for k, v in state.items():
-        if k not in stored:
-            raise ValueError(f"{path}: optimizer state {k!r} missing from the checkpoint")
-        v[:] = stored[k]
-
-
 def check_finite(name, a, step):
     for v in a if isinstance(a, list) else [a]:
         if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
@@ -187,7 +179,7 @@ class LocalOptimizer(BaseOptimizer):
         weights = self.model.parameters_flat()[0]
         ckpt.check_size(path, meta, weights.size)
         stored_weights, stored_state = ckpt.load_range(path, 0, weights.size)
-        restore_state(path, state, stored_state)
+        ckpt.restore_state(path, state, stored_state)
         weights[:] = stored_weights
         ckpt.load_buffers(path, self.model)
         self.schedule = schedules_get(meta["schedule"])

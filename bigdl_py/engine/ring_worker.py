@@ -27,11 +27,10 @@ import queue
 import threading
 import time
 
-import numpy as np
-
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine import ring_control as control
-from bigdl_py.engine.base import metric_partials, seed_for
+from bigdl_py.engine.replica import (apply_update, fresh_slices, gradient_step, metrics_step, replica,
+                                     slices_from_checkpoint)
 from bigdl_py.sync import ring
 
 BUCKET_BYTES = 64 * 1024  # smallest bucket: smaller ones pay the ring's R-1 latencies too often
@@ -113,11 +112,10 @@ class RingWorker:
     """One rank's model replica, owned slices and communication."""
 
     def __init__(self, cfg, rank, peers):
-        from bigdl_py.engine.distri import _replica
         from bigdl_py.optim.optimizers import optimizers_get
 
         self.cfg, self.rank, self.peers = cfg, rank, peers
-        self.model, self.weights, self.grads, self.criterion = _replica(
+        self.model, self.weights, self.grads, self.criterion = replica(
             cfg["run_id"], cfg["model_config"], cfg["criterion_config"], cfg["threads"])
         self.optim = optimizers_get(cfg["optim_config"])
         self.partitions = cfg["partitions"][rank]
@@ -129,46 +127,36 @@ class RingWorker:
         self.state = {}
 
     def init(self, source):
-        from bigdl_py.engine.distri import _fresh_slices, _slices_from_checkpoint
-
         bounds, n = self.cfg["bounds"], self.weights.size
         if source is None:
             initial = self.cfg["initial"]
             self.weights[:] = initial
-            make = _fresh_slices(initial, self.cfg["optim_config"])
+            make = fresh_slices(initial, self.cfg["optim_config"])
         else:
             self.weights[:] = ckpt.load_range(source, 0, n)[0]
-            make = _slices_from_checkpoint(source, self.cfg["optim_config"])
+            make = slices_from_checkpoint(source, self.cfg["optim_config"])
         self.state = {s: make(s, *bounds[s])[1] for s in self.owned}
 
     def step(self, cmd):
         cfg = self.cfg
         epoch, iteration = cmd["epoch"], cmd["iteration"]
-        sampler, location, shape = cfg["sampler"], cfg["location"], cfg["feature_shape"]
-        from bigdl_py.data.partitions import load_partition
-
+        sampler = cfg["sampler"]
         self.grads.fill(0.0)
         loss_sum, count, data_s, compute_s = 0.0, 0, 0.0, 0.0
         pending = []
+
+        def overlapped(xb, grad_out):
+            pending.extend(self._backward_overlapped(xb, grad_out))
+
         for j, p in enumerate(self.partitions):
-            t0 = time.perf_counter()
-            x, y = load_partition(location, p, shape)
-            idx = np.sort(sampler.local_indices(p, epoch, iteration))  # sorted, as the local oracle reads it
-            xb, yb = np.ascontiguousarray(x[idx], dtype=np.float32), np.asarray(y[idx])
-            t1 = time.perf_counter()
             last = j == len(self.partitions) - 1
-            if len(idx):
-                self.model.set_forward_seed(seed_for([cfg["seed"], epoch, iteration, p]))
-                out = self.model.forward(xb)
-                loss, grad_out = self.criterion.forward_backward(out, yb)
-                loss_sum += float(loss)
-                if last and self.buckets is not None:
-                    pending = self._backward_overlapped(xb, grad_out)
-                else:
-                    self.model.backward(xb, grad_out)
-            count += len(idx)
-            data_s += t1 - t0
-            compute_s += time.perf_counter() - t1
+            part = gradient_step(self.model, self.criterion, cfg["location"], cfg["feature_shape"], sampler,
+                                 cfg["seed"], epoch, iteration, p,
+                                 backward=overlapped if last and self.buckets is not None else None)
+            loss_sum += part["loss_sum"]
+            count += part["count"]
+            data_s += part["data_s"]
+            compute_s += part["compute_s"]
         t2 = time.perf_counter()
         self._reduce_scatter(pending)
         t3 = time.perf_counter()
@@ -212,8 +200,6 @@ class RingWorker:
 
     def _update(self, lr, step, count, norms):
         """Update the owned slices; with `norms`, return their {parameter start: (weight, gradient squares)}."""
-        from bigdl_py.engine.distri import apply_update
-
         cfg = self.cfg
         squares = {}
         for s in self.owned:
@@ -224,14 +210,8 @@ class RingWorker:
 
     def validate(self):
         v = self.cfg["validation"]
-        from bigdl_py.data.partitions import load_partition
-
-        out = []
-        for p in self.partitions:
-            x, y = load_partition(v["location"], p, v["feature_shape"])
-            out.append(metric_partials(self.model, self.criterion, v["metrics"], np.asarray(x, dtype=np.float32),
-                                       np.asarray(y), v["batch_size"]))
-        return out
+        return [metrics_step(self.model, self.criterion, v["location"], v["feature_shape"], v["metrics"],
+                             v["batch_size"], p) for p in self.partitions]
 
     def write_checkpoint(self, folder):
         for s in self.owned:

@@ -65,8 +65,9 @@ class Module:
     def __call__(self, x):
         """On arrays: forward(x). On graph nodes (one, or a list): a new graph Node."""
         if _is_graph_node(x) or (isinstance(x, (list, tuple)) and x and all(_is_graph_node(n) for n in x)):
-            from bigdl_py.nn.graph import Node  # graph imports module, not the reverse
-            return Node(self, x)
+            # The node's own class makes the new node: graph.py imports this module, not the reverse.
+            node_type = type(x) if _is_graph_node(x) else type(x[0])
+            return node_type(self, x)
         return self.forward(x)
 
     # ---- tree --------------------------------------------------------------------
