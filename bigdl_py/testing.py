@@ -103,7 +103,8 @@ def check_layer(layer, input_shape=None, *, inputs=None, input_maker=normal_inpu
             gradient against central finite differences; a second backward doubles them.
         flat parameters: after parameters_flat() (as the engines pack weights), forward is unchanged,
             backward fills the flat gradient vector, and writing the weight vector changes the layer.
-    The layer's weights, buffers, gradients and modes are restored afterwards.
+    The layer's weights, buffers, gradients and modes are restored afterwards. Finite differences
+    run two forward passes per input value and per parameter: check a small instance of the layer.
     """
     if not isinstance(layer, Module):
         raise ValueError(f"check_layer: expected a bigdl_py.nn.Module as layer, received {type(layer).__name__}")
@@ -182,7 +183,8 @@ def _twin(layer, dtype=None):
         if dtype is not None:
             for arrays in (m.params, m.grads, m.buffers):
                 for k in arrays:
-                    arrays[k] = arrays[k].astype(dtype)
+                    if arrays[k].dtype.kind == "f":  # integer state (indices, counters) keeps its type
+                        arrays[k] = arrays[k].astype(dtype)
     return twin
 
 

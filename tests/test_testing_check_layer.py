@@ -104,6 +104,29 @@ def test_a_layer_that_cannot_be_saved_fails_the_save_load_check():
         check_layer(Unregistered(), (2, 3))
 
 
+@register
+class PermutedScale(FlawedScale):
+    """FlawedScale followed by a feature permutation held in an integer buffer (used as an index)."""
+
+    def __init__(self, features, flaw=None, name=None):
+        super().__init__(features, flaw, name)
+        self.buffers["order"] = np.arange(features)[::-1].copy()
+
+    def forward(self, x):
+        return super().forward(x)[:, self.buffers["order"]]
+
+    def backward(self, x, grad_y):
+        grad = np.empty_like(grad_y)
+        grad[:, self.buffers["order"]] = grad_y
+        return super().backward(x, grad)
+
+
+def test_integer_buffers_keep_their_type_in_the_float64_copy():
+    layer = PermutedScale(3)
+    check_layer(layer, (2, 3))
+    assert layer.buffers["order"].dtype == np.int64
+
+
 def test_a_wrong_expected_output_shape_fails_the_forward_check():
     with pytest.raises(AssertionError, match=r"check_layer\(Linear 'Linear'\): forward: output shape \(2, 3\), "
                                              r"expected \(2, 4\)"):
