@@ -332,6 +332,10 @@ class _Checker:
         layer = _twin(self.layer, np.float64)
         x64 = [x.astype(np.float64) if x.dtype.kind == "f" else x for x in xs]
         ys = self.run(layer, x64)
+        for i, y in enumerate(ys):
+            if y.dtype.kind == "f" and y.dtype != np.float64:
+                self.fail("backward", f"with float64 inputs and weights, output {i} is {y.dtype}; finite differences "
+                                      f"need the layer to compute in its input's or weights' float dtype")
         rs = [projection(y.shape, self.seed + i) for i, y in enumerate(ys)]
 
         def loss(values=x64):

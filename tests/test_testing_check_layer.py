@@ -39,6 +39,8 @@ class FlawedScale(Module):
         if x.dtype.kind == "i" and self.flaw == "rejects_integers_named":
             raise ValueError(f"layer '{self.path}' (FlawedScale): expected a float input, received {x.dtype}")
         y = x * (self.kept_w if self.flaw == "kept_weights" else self.params["w"])
+        if self.flaw == "always_float32":
+            y = y.astype(np.float32)
         if self.flaw == "batch_mean":
             y = y - y.mean(axis=0)
         if self.flaw == "unsaved_setting":
@@ -83,6 +85,7 @@ def test_the_readme_layer_passes():
     ("unsaved_setting", r"save/load: output\[\d, \d\] = .*worst of 12 elements"),
     ("kept_weights", r"backward: gradient of w\[\d\] = .*expected 0\.0 .*; the output does not change "
                      r"with w: does the layer read a copy of it kept aside\?"),
+    ("always_float32", r"backward: with float64 inputs and weights, output 0 is float32"),
     ("rebinds_grads", r"flat parameters: flat gradient vector\[\d\] = 0\.0, expected "),
     ("rejects_integers_unnamed", r"integer input: raised a ValueError that does not name the layer: expected floats"),
 ])
