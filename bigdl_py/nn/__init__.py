@@ -11,4 +11,5 @@ from bigdl_py.nn.criterions import (BCEWithLogitsLoss, ClassNLLCriterion, Criter
                                     MSELoss, NLLLoss, SmoothL1Loss, criterion_from_config, get_criterion)
 from bigdl_py.nn.io import load_model, save_model
 from bigdl_py.nn.onnx_export import save_onnx
+from bigdl_py.nn.onnx_import import load_onnx
 from bigdl_py.nn import zoo
