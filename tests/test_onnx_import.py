@@ -71,20 +71,30 @@ class BasicBlock(torch.nn.Module):
         return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + self.shortcut(x))
 
 
-class SmallResNet(torch.nn.Module):
-    """torchvision ResNet's structure at a small size: 7x7/2 stem, BN, max-pool 3/2 pad 1, two basic blocks
-    (identity and projection shortcuts), adaptive average pool, flatten, fc."""
+class ResNet(torch.nn.Module):
+    """torchvision's ResNet with basic blocks, written out (torchvision's wheels need a CUDA torch): 7x7/2 stem,
+    BN, ReLU, max-pool 3/2 pad 1, stages of basic blocks (projection shortcut where the shape changes),
+    adaptive average pool, flatten, fc. widths (64, 128, 256, 512) and blocks (2, 2, 2, 2) are ResNet-18."""
 
-    def __init__(self):
+    def __init__(self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), num_classes=1000):
         super().__init__()
-        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 7, 2, 3, bias=False), torch.nn.BatchNorm2d(8),
-                                        torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1))
-        self.layer1, self.layer2 = BasicBlock(8, 8, 1), BasicBlock(8, 16, 2)
-        self.fc = torch.nn.Linear(16, 5)
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
+                                        torch.nn.BatchNorm2d(widths[0]), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1))
+        stages, cin = [], widths[0]
+        for stage, (width, count) in enumerate(zip(widths, blocks)):
+            for b in range(count):
+                stages.append(BasicBlock(cin, width, 2 if stage > 0 and b == 0 else 1))
+                cin = width
+        self.stages = torch.nn.Sequential(*stages)
+        self.fc = torch.nn.Linear(cin, num_classes)
 
     def forward(self, x):
-        x = F.adaptive_avg_pool2d(self.layer2(self.layer1(self.stem(x))), 1)
+        x = F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1)
         return self.fc(torch.flatten(x, 1))
+
+
+def small_resnet():
+    return ResNet(widths=(8, 16), blocks=(1, 1), num_classes=5)
 
 
 def with_random_statistics(module):
@@ -120,8 +130,8 @@ def nhwc(x):
 TORCH_MODELS = {
     "mlp": (mlp, lambda rng, n: rng.standard_normal((n, 20)).astype(np.float32), {}),
     "lenet5": (LeNet5, images(1, 28), {}),
-    "resnet_batchnorm_folded": (lambda: with_random_statistics(SmallResNet()), images(3, 32), {}),
-    "resnet_batchnorm_kept": (lambda: with_random_statistics(SmallResNet()), images(3, 32),
+    "resnet_batchnorm_folded": (lambda: with_random_statistics(small_resnet()), images(3, 32), {}),
+    "resnet_batchnorm_kept": (lambda: with_random_statistics(small_resnet()), images(3, 32),
                               {"fold_constants": False}),
     "lstm_classifier": (LSTMClassifier, lambda rng, n: rng.integers(0, 20, (n, 7)), {}),
 }
@@ -141,6 +151,21 @@ def test_torch_exported_model_gives_onnxruntime_outputs(name, opset):
         got = model.infer(nhwc(x).astype(np.float32))
         assert got.shape == want.shape
         assert np.abs(got - want).max() <= TOLERANCE, f"{name}, opset {opset}, batch {n}"
+
+
+@pytest.mark.parametrize("fold_constants", [True, False])
+def test_resnet18_gives_onnxruntime_outputs(fold_constants):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    reference = with_random_statistics(ResNet())
+    data = torch_to_onnx(reference, torch.from_numpy(images(3, 64)(rng, 1)), fold_constants=fold_constants)
+    model = model_from_onnx(onnx.load_from_string(data)).eval()
+    # Folded into its convolution, a BatchNorm's scale and shift (2C) become the convolution's bias (C).
+    folded = sum(m.num_features for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert model.num_parameters() == sum(p.numel() for p in reference.parameters()) - (folded if fold_constants else 0)
+    x = images(3, 64)(rng, 2)
+    (want,) = onnxruntime_outputs(data, x)
+    assert np.abs(model.infer(nhwc(x)) - want).max() <= TOLERANCE
 
 
 def test_pretrained_efficientnet_lite0_gives_onnxruntime_outputs(tmp_path):
