@@ -110,5 +110,5 @@ def test_nnclassifier_fit_shows_the_bar_when_progress_is_true(spark, capsys):
     clf.setProgress(True).fit(dataframe(spark))
     bar = final_bar(capsys.readouterr().err)
     assert "epoch 2/2" in bar and "12/12" in bar and "loss=" in bar and "samples/s=" in bar, bar
-    with pytest.raises(TypeError, match="progress: expected True, False or None"):
+    with pytest.raises(ValueError, match="progress: expected True, False or None"):
         clf.setProgress("on")

@@ -5,7 +5,7 @@ import pytest
 
 from bigdl_py import storage
 from bigdl_py.engine import checkpoint as ckpt
-from bigdl_py.ml import NNClassifier, NNEstimator
+from bigdl_py.ml import NNClassifier, NNEstimator, ParamValueError
 from bigdl_py.nn import zoo
 from tests.s3_server import s3_endpoint, s3_root  # noqa: F401 (fixtures)
 
@@ -18,7 +18,7 @@ def test_storage_settings_have_distri_optimizer_defaults_and_are_checked():
         None, None, 50, None)
     est = NNClassifier(cacheRoot="/x", lineageEvery=0, lineageRoot="s3://b/rec")
     assert (est.getCacheRoot(), est.getLineageEvery(), est.getLineageRoot()) == ("/x", 0, "s3://b/rec")
-    with pytest.raises(TypeError, match="lineageEvery: expected an integer >= 0, received -1"):
+    with pytest.raises(ParamValueError, match="lineageEvery: expected an integer >= 0, received -1"):
         NNClassifier(lineageEvery=-1)
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bigdl_py.ml import NNClassifier
+from bigdl_py.ml import NNClassifier, ParamValueError
 from bigdl_py.nn import zoo
 
 pytestmark = pytest.mark.spark
@@ -21,5 +21,5 @@ def test_ring_and_blockmanager_fits_agree(spark):
 
 
 def test_unknown_sync_is_named():
-    with pytest.raises(TypeError, match="sync: expected one of"):
+    with pytest.raises(ParamValueError, match="sync: expected one of"):
         NNClassifier(model=zoo.mlp((4, 2)), sync="gloo")

@@ -9,16 +9,16 @@ the feature shape it was trained on, `history` (one dict per epoch) and `skipped
 import uuid
 
 import numpy as np
-from pyspark import keyword_only
 from pyspark.ml import Estimator
 
 from bigdl_py import storage
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.distri import DistriOptimizer
 from bigdl_py.engine.lineage import spark_wide_folder
+from bigdl_py.ml.declared_params import NNParams, declare_params
 from bigdl_py.ml.labels import check_class_labels, check_label_type, check_metrics_fit_labels
 from bigdl_py.ml.model import NNClassificationModel, NNModel
-from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams, NNTrainingParams
+from bigdl_py.ml.params import CLASSIFIER, INFERENCE, TRAINING
 from bigdl_py.ml.persistence import NNPersistable
 from bigdl_py.nn.criterions import BCEWithLogitsLoss, Criterion, CrossEntropyLoss, MSELoss, criterion_from_config
 from bigdl_py.nn.containers import Sequential
@@ -30,8 +30,6 @@ from bigdl_py.optim.optimizers import optimizers_get
 from bigdl_py.optim.schedules import schedules_get
 from bigdl_py.optim.triggers import EveryEpoch, MaxEpoch, NoImprovement
 from bigdl_py.serving import model_from_bytes, model_output_shapes, model_to_bytes
-
-_INFERENCE = ("featuresCol", "predictionCol", "inferenceBatchSize", "badRows")
 
 
 def per_epoch(history):
@@ -59,60 +57,35 @@ def skipped_rows(opt):
     return {name: {cause: n for cause, n in d.bad.items() if n} for name, d in data.items() if d is not None}
 
 
-class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable):
+@declare_params(INFERENCE, TRAINING)
+class NNEstimator(Estimator, NNParams, NNPersistable):
     """Train any bigdl_py Module with any criterion on a DataFrame.
 
     Args:
         model: the Module to train (copied at fit; never changed).
         criterion: a Criterion (required here; NNClassifier and NNRegressor have defaults).
-        featuresCol: a vector column (dense or sparse), an array<float|double> column,
-            or a list of numeric columns. labelCol: numeric, 0-based class labels.
-        featureShape: per-row shape (e.g. [28, 28, 1] for 784 values); default flat.
-        batchSize, maxEpoch, optimizer ("adam", "sgd", ... or an Optimizer), learningRate,
-        schedule (name, config or Schedule), validationFraction or setValidation(df),
-        validationMetrics (["top1", "loss", "auc", ...]), earlyStoppingMetric +
-        earlyStoppingPatience (epochs without improvement; the best epoch's weights
-        are kept), checkpointPath, numPartitions, seed, sync, badRows ("error" | "skip",
-        for fit and transform), inferenceBatchSize, predictionCol.
+        params: any of the Params below. featuresCol: a vector column (dense or sparse), an
+            array<float|double> column, or a list of numeric columns. optimizer and schedule
+            also take an Optimizer or Schedule (stored as its config). validationFraction, or
+            setValidation(df). earlyStoppingMetric + earlyStoppingPatience: the best epoch's
+            weights are kept. badRows applies to fit and transform.
         cacheRoot, lineageEvery, lineageRoot: as DistriOptimizer's cache_root, lineage_every
             and lineage_root. On a cluster, checkpointPath and lineageRoot name storage every
             host can write (a shared folder, hdfs:// or s3://); early stopping without a
             checkpointPath keeps its epoch checkpoints under the SparkContext checkpoint dir.
         tensorboardDir: a folder for TensorBoard event files of fit (loss, lr, time split,
             validation metrics, weight and gradient norms; see DistriOptimizer.set_tensorboard).
-        progress: a progress bar on the driver during fit (True, False, or None:
-            auto, on when stderr is a terminal or in a Jupyter kernel).
     """
 
-    @keyword_only
-    def __init__(self, model=None, criterion=None, featuresCol="features", labelCol="label",
-                 predictionCol="prediction", featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam",
-                 learningRate=1e-3, schedule=None, validationFraction=0.0, validationMetrics=("top1", "loss"),
-                 earlyStoppingMetric=None, earlyStoppingPatience=None, checkpointPath=None, cacheRoot=None,
-                 lineageEvery=50, lineageRoot=None, numPartitions=None, seed=0, sync="blockmanager",
-                 tensorboardDir=None, progress=None, badRows="error", inferenceBatchSize=256):
+    def __init__(self, *, model=None, criterion=None, **params):
         super().__init__()
-        self._init_estimator(self._input_kwargs)
-
-    def _init_estimator(self, kwargs):
-        kwargs = dict(kwargs)
-        model, criterion = kwargs.pop("model", None), kwargs.pop("criterion", None)
         if model is not None and not isinstance(model, Module):
             raise ValueError(f"model: expected a bigdl_py Module, received {type(model).__name__}")
         if criterion is not None and not isinstance(criterion, Criterion):
             raise ValueError(f"criterion: expected a bigdl_py Criterion, received {type(criterion).__name__}")
         self._module, self._criterion = model, criterion
         self._validation_df = None
-        self._set(**kwargs)
-
-    @keyword_only
-    def setParams(self, featuresCol="features", labelCol="label", predictionCol="prediction", featureShape=None,
-                  batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
-                  validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
-                  earlyStoppingPatience=None, checkpointPath=None, cacheRoot=None, lineageEvery=50,
-                  lineageRoot=None, numPartitions=None, seed=0, sync="blockmanager", tensorboardDir=None,
-                  progress=None, badRows="error", inferenceBatchSize=256):
-        return self._set(**self._input_kwargs)
+        self._set(**params)
 
     def getModel(self):
         """The (untrained) Module this estimator trains copies of."""
@@ -182,9 +155,9 @@ class NNEstimator(Estimator, NNInferenceParams, NNTrainingParams, NNPersistable)
         fitted = self._model_class(model=module)
         fitted.history = per_epoch(opt.history)
         fitted.skippedRows = skipped_rows(opt)
-        for name in _INFERENCE + tuple(p.name for p in NNClassifierParams().params):
-            if fitted.hasParam(name) and self.hasParam(name):
-                fitted._set(**{name: self.getOrDefault(name)})
+        for param in fitted.params:  # the inference settings travel with the model
+            if self.hasParam(param.name):
+                fitted._set(**{param.name: self.getOrDefault(param.name)})
         fitted._set(featureShape=list(shape))
         return fitted
 
@@ -244,7 +217,8 @@ def _checkpoint_of_epoch(root, epoch):
     raise ValueError(f"{root}: no checkpoint of epoch {epoch} (the best by the early-stopping metric)")
 
 
-class NNClassifier(NNEstimator, NNClassifierParams):
+@declare_params(INFERENCE, CLASSIFIER, TRAINING)
+class NNClassifier(NNEstimator):
     """An NNEstimator for 0-based class labels; fits an NNClassificationModel.
 
     Default criterion: CrossEntropyLoss on C >= 2 logits, BCEWithLogitsLoss for a
@@ -252,28 +226,6 @@ class NNClassifier(NNEstimator, NNClassifierParams):
     """
 
     _model_class = NNClassificationModel
-
-    @keyword_only
-    def __init__(self, model=None, criterion=None, featuresCol="features", labelCol="label",
-                 predictionCol="prediction", probabilityCol="probability", rawPredictionCol="rawPrediction",
-                 featureShape=None, batchSize=256, maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None,
-                 validationFraction=0.0, validationMetrics=("top1", "loss"), earlyStoppingMetric=None,
-                 earlyStoppingPatience=None, checkpointPath=None, cacheRoot=None, lineageEvery=50,
-                 lineageRoot=None, numPartitions=None, seed=0, sync="blockmanager", tensorboardDir=None,
-                 progress=None, badRows="error", inferenceBatchSize=256):
-        kwargs = self._input_kwargs
-        super(NNEstimator, self).__init__()  # the Params chain, without NNEstimator's keyword handling
-        self._init_estimator(kwargs)
-
-    @keyword_only
-    def setParams(self, featuresCol="features", labelCol="label", predictionCol="prediction",
-                  probabilityCol="probability", rawPredictionCol="rawPrediction", featureShape=None, batchSize=256,
-                  maxEpoch=5, optimizer="adam", learningRate=1e-3, schedule=None, validationFraction=0.0,
-                  validationMetrics=("top1", "loss"), earlyStoppingMetric=None, earlyStoppingPatience=None,
-                  checkpointPath=None, cacheRoot=None, lineageEvery=50, lineageRoot=None, numPartitions=None,
-                  seed=0, sync="blockmanager", tensorboardDir=None, progress=None, badRows="error",
-                  inferenceBatchSize=256):
-        return self._set(**self._input_kwargs)
 
     def _default_criterion(self, outputs_per_row):
         return BCEWithLogitsLoss() if outputs_per_row == 1 else CrossEntropyLoss()
@@ -283,15 +235,12 @@ class NNClassifier(NNEstimator, NNClassifierParams):
         super()._check_labels(data, outputs_per_row)
 
 
+@declare_params(INFERENCE, TRAINING, defaults=dict(validationMetrics=("loss", "mae")))
 class NNRegressor(NNEstimator):
     """An NNEstimator with MSELoss by default; prediction is a double (one output) or a vector.
 
     validationMetrics default to ["loss", "mae"]: accuracy-type metrics need class labels.
     """
-
-    def _init_estimator(self, kwargs):
-        self._setDefault(validationMetrics=["loss", "mae"])
-        super()._init_estimator(kwargs)
 
     def _default_criterion(self, outputs_per_row):
         return MSELoss()

@@ -21,7 +21,6 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
-from pyspark import keyword_only
 from pyspark.ml import Model
 from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import functions as F
@@ -30,7 +29,8 @@ from pyspark.sql.types import DoubleType, StructField, StructType
 
 from bigdl_py.data.partitions import (BAD_FEATURE_CAUSES, _feature_array_column, feature_layout,
                                       arrow_feature_matrix, describe_bad_rows)
-from bigdl_py.ml.params import NNClassifierParams, NNInferenceParams
+from bigdl_py.ml.declared_params import NNParams, declare_params
+from bigdl_py.ml.params import CLASSIFIER, INFERENCE
 from bigdl_py.ml.persistence import NNPersistable
 from bigdl_py.nn.input_spec import input_spec
 from bigdl_py.nn.module import Module
@@ -132,12 +132,13 @@ def _quoted(name):
     return F.col("`" + name.replace("`", "``") + "`")
 
 
-class NNModel(Model, NNInferenceParams, NNPersistable):
+@declare_params(INFERENCE)
+class NNModel(Model, NNParams, NNPersistable):
     """A trained (or given) bigdl_py Module as a Spark ML Transformer.
 
     Args:
-        model: the Module. Other keywords: featuresCol, predictionCol, featureShape,
-            inferenceBatchSize, badRows.
+        model: the Module.
+        params: any of the Params below.
 
     `prediction` is a double when the model gives one value per row, else a vector.
     `history` holds the per-epoch training metrics when the model came from fit, and
@@ -145,24 +146,15 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
     {"training": {"wrong_length": 2}, "validation": {}}.
     """
 
-    @keyword_only
-    def __init__(self, model=None, featuresCol="features", predictionCol="prediction", featureShape=None,
-                 inferenceBatchSize=256, badRows="error"):
+    def __init__(self, *, model=None, **params):
         super().__init__()
-        kwargs = dict(self._input_kwargs)
-        kwargs.pop("model", None)
         if model is not None and not isinstance(model, Module):
             raise ValueError(f"model: expected a bigdl_py Module, received {type(model).__name__}")
         self._module = model
         self.history = []
         self.skippedRows = {}
         self._bad_rows = None
-        self._set(**kwargs)
-
-    @keyword_only
-    def setParams(self, featuresCol="features", predictionCol="prediction", featureShape=None,
-                  inferenceBatchSize=256, badRows="error"):
-        return self._set(**self._input_kwargs)
+        self._set(**params)
 
     def getModel(self):
         """The trained Module."""
@@ -242,7 +234,8 @@ class NNModel(Model, NNInferenceParams, NNPersistable):
         return that
 
 
-class NNClassificationModel(NNModel, NNClassifierParams):
+@declare_params(INFERENCE, CLASSIFIER)
+class NNClassificationModel(NNModel):
     """Class scores as Spark ML expects them: prediction (double), probability and rawPrediction (vectors).
 
     As in Spark ML, an output column whose name is set to "" is not computed (e.g.
@@ -251,20 +244,6 @@ class NNClassificationModel(NNModel, NNClassifierParams):
     C >= 2 outputs are logits (softmax gives the probability); one output is the
     logit of class 1: probability [1 - p, p], rawPrediction [-z, z].
     """
-
-    @keyword_only
-    def __init__(self, model=None, featuresCol="features", predictionCol="prediction",
-                 probabilityCol="probability", rawPredictionCol="rawPrediction", featureShape=None,
-                 inferenceBatchSize=256, badRows="error"):
-        kwargs = dict(self._input_kwargs)
-        NNModel.__init__(self, model=model)
-        kwargs.pop("model", None)
-        self._set(**kwargs)
-
-    @keyword_only
-    def setParams(self, featuresCol="features", predictionCol="prediction", probabilityCol="probability",
-                  rawPredictionCol="rawPrediction", featureShape=None, inferenceBatchSize=256, badRows="error"):
-        return self._set(**self._input_kwargs)
 
     def _wanted(self):
         return tuple(bool(name) for name in (self.getPredictionCol(), self.getProbabilityCol(),
