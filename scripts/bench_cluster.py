@@ -49,6 +49,8 @@ def parse_args(argv=None):
     ap.add_argument("--base-lr", type=float, default=DEFAULTS["base_lr"], help="lr at batch 256, scaled linearly")
     ap.add_argument("--warmup", type=float, default=DEFAULTS["warmup"], help="warm-up, fraction of the epoch")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's logs and shared folder")
+    ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Spark setting for both systems (repeatable), e.g. spark.eventLog.enabled=true")
     # Internal: the driver process of one system.
     ap.add_argument("--child", choices=SYSTEMS, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--lineage-root", default=None, help=argparse.SUPPRESS)
@@ -91,8 +93,8 @@ def child(args):
 
     if args.child == "local[3]":  # one JVM holds all three executors: the heap of the cluster's three (1g each)
         spark = get_or_create_session(master="local[3]", app_name="bench_cluster_local3",
-                                      conf={"spark.driver.memory": "3g"})
-    else:  # the master comes from spark-submit
+                                      conf={"spark.driver.memory": "3g", **spark_conf(args)})
+    else:  # the master comes from spark-submit, with the same settings
         spark = get_or_create_session(app_name="bench_cluster_cluster")
     try:
         sc = spark.sparkContext
@@ -119,12 +121,25 @@ def child(args):
         spark.stop()
 
 
+def spark_conf(args):
+    """--conf KEY=VALUE settings as a dict."""
+    conf = {}
+    for item in args.conf:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--conf: expected KEY=VALUE, received {item!r}")
+        conf[key] = value
+    return conf
+
+
 def child_args(args, system, lineage_root):
     out = ["--child", system, "--batch", args.batch, "--syncs", *args.syncs, "--optimizer", args.optimizer,
            "--base-lr", args.base_lr, "--warmup", args.warmup, "--lineage-root", lineage_root]
     for flag, value in (("--train-rows", args.train_rows), ("--test-rows", args.test_rows)):
         if value:
             out += [flag, value]
+    for item in args.conf:
+        out += ["--conf", item]
     return [str(a) for a in out]
 
 
@@ -134,7 +149,8 @@ def run_system(cluster, system, args, work):
 
     lineage = os.path.join(cluster.shared, f"lineage-{system.replace('[', '').replace(']', '')}")
     if system == "cluster":
-        cmd = cluster.submit_command(os.path.abspath(__file__), *child_args(args, system, lineage))
+        cmd = cluster.submit_command(os.path.abspath(__file__), *child_args(args, system, lineage),
+                                     conf=spark_conf(args))
     else:
         cmd = ["timeout", "--foreground", str(CHILD_TIMEOUT_S), sys.executable, os.path.abspath(__file__),
                *child_args(args, system, lineage)]

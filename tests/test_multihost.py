@@ -46,6 +46,20 @@ def test_each_host_has_a_private_tmp_and_all_share_one_folder(isolated_hosts, tm
     assert isolated_hosts.url.startswith(f"spark://{MASTER_HOST}:")
 
 
+def test_data_training_and_updates_spread_over_the_hosts_from_a_one_partition_dataframe(isolated_hosts, tmp_path):
+    """Each data partition is cached on its own host, trained there, and slice s is updated where
+    partition s is, however few executors the DataFrame's partitions were on."""
+    probe = os.path.join(os.path.dirname(__file__), "placement_probe.py")
+    # A long locality wait makes Spark follow the tasks' preferences strictly, so the placement
+    # seen is the one the code asks for, not the luck of which executor was free first.
+    seen = run_submitted(isolated_hosts, tmp_path, "placement", probe, len(WORKER_HOSTS), str(tmp_path / "cache"),
+                         conf={"spark.locality.wait": "30s"})
+    assert len(seen["cached_on"]) == 1, seen
+    assert sorted(seen["tokens"]) == sorted(WORKER_HOSTS), seen
+    assert seen["compute"] == seen["tokens"], seen
+    assert seen["update"] == seen["tokens"], seen
+
+
 def train_on_hosts(cluster, tmp_path, sync, cache_root):
     """scripts/distri_job.py (MLP, three uneven partitions) on the hosts; asserts the oracle's weights."""
     from tests.test_distri_clusters import assert_equals_oracle, job_args

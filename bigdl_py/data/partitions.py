@@ -4,9 +4,10 @@
 through Arrow (`mapInArrow`, no Python row objects) into float32 feature chunks and
 labels, checking them (nulls, wrong length, NaN/Inf); the chunks are keyed by their
 partition p and shuffled, once, into partition p of an RDD partitioned by key (so it
-co-partitions with the all-reduce's shuffles). Its second stage writes each
-partition's arrays as `.npy` files into a cache folder on the executor that runs it and
-keeps a tiny persisted "token" per partition. Training tasks union the tokens into their
+co-partitions with the all-reduce's shuffles). Its second stage, pinned to task slots
+spread over the executors (data/placement.py), writes each partition's arrays as `.npy`
+files into a cache folder on the executor that runs it and keeps a tiny persisted "token"
+per partition. Training tasks union the tokens into their
 own partition: Spark then schedules partition p where its token (and so its files) lives,
 and when an executor is lost its tokens are recomputed from the shuffle (or from the
 DataFrame's lineage) inside the task that needs them, which rewrites the files on that
@@ -23,17 +24,12 @@ from collections import namedtuple
 import numpy as np
 
 from bigdl_py.atomic import atomic_write_bytes
+from bigdl_py.data.placement import by_key, outvoted_union, spread_slots
 
 POLICIES = ("error", "skip")
 # Features per shuffled record: small records keep the JVM's copies of them (Arrow, rows, pickles) small.
 CHUNK_BYTES = 4 << 20
 _LOADED = {}  # (folder, partition) -> (x, y), per Python worker
-
-
-def by_key(key):
-    """Identity partitioner: key k goes to partition k. One function object, so RDDs partitioned
-    with it (the data tokens, the all-reduce's shuffles) compare equal and their unions stay narrow."""
-    return key
 
 
 class DataLocation(namedtuple("DataLocation", "cache_root run_id")):
@@ -281,6 +277,7 @@ def convert_partition(batches, width, policy, has_label, run_id):
 def _write_partition(location, width):
     """The token stage: gather partition p's chunks, write its files into this executor's cache."""
     def write(p, records):
+        records = (r for r in records if r[1][0] != "slot")
         gathered = _gather(records, {location.run_id: (location, width)})
         for (_, q), (x, y, stats) in gathered.items():  # partition p of this run, or nothing past the last
             store_partition(location.folder(), q, x, y)
@@ -353,9 +350,15 @@ def _arrow_chunks(data, width, policy, has_label, run_id):
 def materialize_keyed(chunks, key_partitions, location, width, feature_shape, policy, has_label, source,
                       policy_param="policy"):
     """Shuffle the (p, record) chunks into partition p, write each partition's cache files on the
-    executor that gets it and keep its token (one Spark job); returns PartitionedData."""
+    executor that gets it and keep its token; returns PartitionedData.
+
+    The chunks' map outputs sit where the DataFrame's partitions were (a cached DataFrame may sit
+    on a few executors), so the token stage is pinned to `spread_slots` instead: partition p's files
+    and token, and so training partition p, land one per task slot across the executors.
+    """
     keyed = chunks.partitionBy(key_partitions, by_key)
-    tokens = keyed.mapPartitionsWithIndex(_write_partition(location, width), preservesPartitioning=True)
+    placed = outvoted_union(chunks.context, [keyed], spread_slots(chunks.context, key_partitions))
+    tokens = placed.mapPartitionsWithIndex(_write_partition(location, width), preservesPartitioning=True)
     # Serialised as partitionBy's output is: a union with the all-reduce's shuffles then needs no
     # re-serialising Python pass over the weights (pyspark re-serialises when the formats differ).
     tokens._jrdd_deserializer = keyed._jrdd_deserializer

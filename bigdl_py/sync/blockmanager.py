@@ -31,7 +31,8 @@ from pyspark.accumulators import AccumulatorParam
 
 # Identity partitioner: the data tokens are partitioned with the same function object, so the
 # training tasks' union of weights and data is narrow.
-from bigdl_py.data.partitions import by_key as slice_id
+from bigdl_py.data.placement import by_key as slice_id
+from bigdl_py.data.placement import outvoted_union, submit_map_stage
 
 
 def slice_bounds(n, num_slices, boundaries):
@@ -71,18 +72,6 @@ class _ByKey(AccumulatorParam):
     def addInPlace(self, a, b):
         a.update(b)
         return a
-
-
-def submit_map_stage(rdd):
-    """Start computing the map side of the shuffle `rdd` reads (and its missing parents),
-    with no result stage. Returns the job's future: `.get()` waits for it."""
-    jrdd = rdd._jrdd.rdd()
-    while True:
-        dep = jrdd.dependencies().head()
-        if dep.getClass().getSimpleName() == "ShuffleDependency":
-            break
-        jrdd = dep.rdd()
-    return rdd.context._jsc.sc().submitMapStage(dep)
 
 
 def _slice_records(s, weights, state, num_partitions):
@@ -135,12 +124,8 @@ class BlockManagerAllReduce:
         """
         P = self.num_partitions
         tokens = tokens if tokens is not None else self.tokens
-        # A co-partitioned union runs each task on the host most of its parents prefer. D prefers
-        # where its biggest map output was written; the tokens, counted twice, outvote it.
-        source = self.D if tokens is None else self.sc.union([self.D, tokens, tokens])
-        if source.getNumPartitions() != self.width:
-            raise RuntimeError("the data tokens and the weight slices are not co-partitioned; the union would "
-                               f"not be narrow ({tokens.getNumPartitions()} vs {self.width} partitions)")
+        # D prefers where its biggest map outputs were written; the tokens outvote it.
+        source = self.D if tokens is None else outvoted_union(self.sc, [self.D], tokens)
 
         def run(p, records):
             if p >= P:  # D is wider than P when there are more slices than partitions
@@ -195,9 +180,14 @@ class BlockManagerAllReduce:
     def _update(self, pieces, update):
         """D becomes the (lazy) all-gather of the slices after `update`."""
         P = self.num_partitions
-        reduced = pieces.union(self.D)
-        if reduced.getNumPartitions() != self.width:
-            raise RuntimeError("gradient pieces and weight slices are not co-partitioned; the union would shuffle")
+        if self.tokens is None:
+            reduced = pieces.union(self.D)
+            if reduced.getNumPartitions() != self.width:
+                raise RuntimeError("gradient pieces and weight slices are not co-partitioned; the union would shuffle")
+        else:
+            # Slice s is updated where data token s is: the updates spread over the executors like
+            # the training tasks, instead of following D's map outputs onto one executor.
+            reduced = outvoted_union(self.sc, [pieces, self.D], self.tokens)
         results = self.sc.accumulator({}, _ByKey())
 
         def run(records):

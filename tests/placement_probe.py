@@ -1,0 +1,54 @@
+"""Run on the simulated hosts with spark-submit: which host caches each data partition, trains it and
+updates each weight slice. Prints one JSON line.
+
+The DataFrame's partitions are all cached on one executor, so every converted chunk is written there:
+Spark's own locality would put all data, training and updates on that one host.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+from pyspark.sql import SparkSession
+
+from bigdl_py.data.partitions import materialize_dataframe
+from bigdl_py.sync.blockmanager import BlockManagerAllReduce
+
+
+def host():
+    return os.environ.get("SPARK_LOCAL_IP")
+
+
+def compute(p, weights):
+    pieces = [np.ones_like(w) for _, w in sorted(weights)]
+    return pieces, {"count": 1, "host": host()}
+
+
+def update(s, weights, state, gradient_sum, count):
+    return weights - gradient_sum, state, host()
+
+
+def main(partitions, cache_root):
+    spark = SparkSession.builder.appName("bigdl_py-placement-probe").getOrCreate()
+    try:
+        sc = spark.sparkContext
+        rows = [(i, ([float(i), float(i % 7)], float(i % 2))) for i in range(3000)]
+        # All partitions cached on the one executor that wrote their shuffle input: Spark reads them there.
+        cached = sc.parallelize(rows, 1).partitionBy(partitions).values().cache()
+        cached.count()
+        df = spark.createDataFrame(cached, "features array<float>, label double")
+        cached_on = sorted(set(cached.mapPartitions(lambda _: [host()]).collect()))
+        data = materialize_dataframe(df, num_partitions=partitions, cache_root=cache_root)
+        token_hosts = dict(data.tokens.mapPartitionsWithIndex(lambda p, _: [(p, host())]).collect())
+        sync = BlockManagerAllReduce(sc, [(0, 10), (10, 20), (20, 30)], partitions, tokens=data.tokens)
+        sync.set_slices(lambda s, start, stop: (np.zeros(stop - start, np.float32), None))
+        stats, _ = sync.step(compute, update)
+        _, updated = sync.step(compute, update)  # runs the first step's pending update
+    finally:
+        spark.stop()
+    print(json.dumps(dict(cached_on=cached_on, tokens=[token_hosts[p] for p in range(partitions)],
+                          compute=[s["host"] for s in stats], update=updated)), flush=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2])
