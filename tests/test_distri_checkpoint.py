@@ -54,3 +54,15 @@ def test_a_checkpoint_of_another_model_is_refused(df120, tmp_path):
     small.optimize()
     with pytest.raises(ValueError, match="the checkpoint holds 195 parameters, the model has"):
         optimizer(df120, zoo.mlp([8, 32, 3], seed=1), 2).optimize(resume_from=ckpt.latest(str(tmp_path / "ck")))
+
+
+@pytest.mark.parametrize("sync", SYNCS)
+def test_resuming_a_finished_run_trains_no_further(df120, tmp_path, sync):
+    root = str(tmp_path / "ck")
+    done = optimizer(df120, zoo.mlp([8, 16, 3], seed=1), 2, sync).set_checkpoint(root)
+    expected = done.optimize().parameters_flat()[0].copy()
+    again = optimizer(df120, zoo.mlp([8, 16, 3], seed=99), 2, sync).set_checkpoint(root)
+    w = again.optimize(resume_from="latest").parameters_flat()[0]
+    assert again.history == []
+    np.testing.assert_array_equal(w, expected)
+    assert [ckpt.read_meta(p)["step"] for p in ckpt.list_checkpoints(root)] == [2]

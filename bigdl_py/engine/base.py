@@ -1,11 +1,14 @@
-"""What the local and the distributed optimizer share: settings and bookkeeping.
+"""What the local and the distributed optimizer share: settings, bookkeeping and the training loop.
 
 Both engines train the same way: a deterministic PartitionedSampler picks the
 samples, the flat gradient of each global batch is averaged over its samples, one
 optimizer update runs on the flat weights, and triggers decide when to validate,
-checkpoint and stop. Only where the gradient is summed and the update runs differs.
+checkpoint and stop. That loop is `BaseOptimizer.run_training`; only where the
+gradient is summed and the update runs differs, behind a TrainingBackend (backend.py).
 """
+import contextlib
 import logging
+import time
 
 import numpy as np
 
@@ -14,7 +17,7 @@ from bigdl_py.engine.step_outputs import StepOutputs
 from bigdl_py.nn.criterions import criterion_from_config
 from bigdl_py.optim import clipping
 from bigdl_py.optim.metrics import Loss, metrics_get
-from bigdl_py.optim.schedules import Constant
+from bigdl_py.optim.schedules import Constant, schedules_get
 from bigdl_py.optim.triggers import EveryEpoch, MaxEpoch, TrainingState
 
 
@@ -156,6 +159,79 @@ class BaseOptimizer:
             raise ValueError(f"enabled: expected True, False or None (auto), received {enabled!r}")
         self.progress = enabled
         return self
+
+    # ---- the training loop -----------------------------------------------------------
+    def resume(self, resume_from):
+        """((step, epoch, iteration), checkpoint path) to start from; ((0, 0, 0), None) for a fresh start.
+
+        Restores the schedule and the model's buffers from the checkpoint; its weights and
+        optimizer state are the backend's to load (TrainingBackend.start).
+        """
+        path = None if resume_from is None else self.resume_path(resume_from)
+        if path is None:
+            return (0, 0, 0), None
+        meta = ckpt.read_meta(path)
+        ckpt.check_size(path, meta, self.model.parameters_flat()[0].size)
+        self.schedule = schedules_get(meta["schedule"])
+        ckpt.load_buffers(path, self.model)
+        return (int(meta["step"]), int(meta["epoch"]), int(meta["iteration"])), path
+
+    def run_training(self, backend, position, source):
+        """Train on `backend` from `position` (step, epoch, iteration) and checkpoint `source` until
+        the end trigger fires; the model gets the final weights. Returns the model."""
+        step, epoch, iteration = position
+        score = None
+        with contextlib.ExitStack() as cleanup:  # closes the outputs, then the backend, whatever fails
+            cleanup.callback(backend.close)
+            outputs = self.open_outputs(step, epoch, iteration)
+            cleanup.callback(outputs.close)
+            backend.start(source)
+            # A resumed run may already be finished (resumed from its final checkpoint).
+            done = bool(self.end_trigger(self.make_state(epoch, step, False, None, None)))
+            while not done:
+                lr = self.lr_at(step + 1, epoch)
+                t0 = time.perf_counter()
+                result = backend.step(step + 1, epoch, iteration, lr, self.norms_due(step + 1))
+                wall = time.perf_counter() - t0
+                step += 1
+                if not np.isfinite(result.loss):
+                    raise TrainingError(f"step {step}: the loss is {result.loss} (training diverged); "
+                                        f"the last good checkpoint is kept")
+                epoch_finished = iteration == self.sampler.iterations_per_epoch - 1
+                entry = self.step_entry(step, epoch, result.loss, lr, wall, result.count, result.times)
+                state, score = self.finish_step(outputs, entry, epoch, step, epoch_finished, result.loss, score,
+                                                backend.validate, backend.known_norms())
+                done = bool(self.end_trigger(state))
+                epoch, iteration = (epoch + 1, 0) if epoch_finished else (epoch, iteration + 1)
+                if self.checkpoint and (done or self.checkpoint["trigger"](state)):
+                    backend.checkpoint(self.checkpoint["path"], self.meta(step, epoch, iteration),
+                                       self.checkpoint["keep"])
+                elif self.recovery_due(step):
+                    backend.checkpoint(self.recovery_root(), self.meta(step, epoch, iteration), keep=1)
+                for known in backend.known_norms():
+                    outputs.write_norms(*known)
+            self.model.parameters_flat()[0][:] = backend.weights()
+            for known in backend.known_norms():
+                outputs.write_norms(*known)
+        return self.model
+
+    def recovery_due(self, step):
+        """Whether a recovery checkpoint (not the user's) is due after `step`; none in this process."""
+        return False
+
+    def recovery_root(self):
+        """Where recovery checkpoints go (see recovery_due)."""
+        raise NotImplementedError(f"{type(self).__name__} writes no recovery checkpoints")
+
+    def step_entry(self, step, epoch, loss, lr, wall, count, times):
+        """The log entry of one step of `wall` seconds; `times` (StepResult.times) adds where that time went."""
+        entry = dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=count, samples_s=count / max(wall, 1e-9))
+        if times is not None:
+            busy = times["compute"] + times["data"] + times["sync"]
+            entry.update(wall_ms=wall * 1e3, compute_ms=times["compute"] * 1e3, data_ms=times["data"] * 1e3,
+                         sync_ms=times["sync"] * 1e3, overhead_ms=max(wall - busy, 0.0) * 1e3,
+                         driver_bytes=times["driver_bytes"])
+        return entry
 
     # ---- shared steps --------------------------------------------------------------
     def lr_at(self, step, epoch):

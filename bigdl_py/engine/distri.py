@@ -6,36 +6,32 @@ uses), an all-reduce sums the pieces per slice, divides by the number of samples
 and runs the optimizer on each slice where its state lives. With the same partition
 sizes and seed this reproduces LocalOptimizer's weights to float32 round-off.
 
-Two sync backends: "blockmanager" (one Spark job of two stages per iteration, slices
-moved as Spark shuffle blocks; sync/blockmanager.py) and "ring" (one barrier stage for the whole
-run, TCP all-reduce between the tasks; engine/ring_driver.py, sync/ring.py). What the
-executors compute, whichever backend moves the slices, is in engine/replica.py.
+The training loop is BaseOptimizer.run_training (engine/base.py), over one of two sync
+backends: "blockmanager" (one Spark job of two stages per iteration, slices moved as
+Spark shuffle blocks; engine/blockmanager_backend.py, sync/blockmanager.py) and "ring"
+(one barrier stage for the whole run, TCP all-reduce between the tasks;
+engine/ring_driver.py, sync/ring.py). What the executors compute, whichever backend
+moves the slices, is in engine/replica.py.
 """
 import json
 import logging
-import pickle
 import time
 
 import numpy as np
 
 from bigdl_py import storage
 from bigdl_py.data.partitions import grouped_by_rank, materialize_dataframe
-from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine import lineage
-from bigdl_py.engine.base import BaseOptimizer, TrainingError, metric_results, sum_reduction
-from bigdl_py.engine.replica import (apply_update, fresh_slices, gradient_step, metrics_step, replica,
-                                     slices_from_checkpoint)
+from bigdl_py.engine.base import BaseOptimizer, sum_reduction
+from bigdl_py.engine.blockmanager_backend import BlockManagerBackend
 from bigdl_py.engine.ring_driver import RingDriver
 from bigdl_py.engine.sampling import PartitionedSampler
-from bigdl_py.engine.tensorboard import merged_squares
 from bigdl_py.nn.input_spec import input_spec
 from bigdl_py.nn.module import from_config
-from bigdl_py.optim.schedules import schedules_get
 from bigdl_py.shipping import ensure_importable_on_executors
-from bigdl_py.sync.blockmanager import BlockManagerAllReduce, slice_bounds, to_bf16
+from bigdl_py.sync.blockmanager import slice_bounds
 from bigdl_py.sync.choice import choose_backend
 from bigdl_py.sync.ring import owner_chunks
-from bigdl_py.worker_heap import settle_heap
 
 SYNC_BACKENDS = ("blockmanager", "ring", "auto")
 _LOG = logging.getLogger("bigdl_py")
@@ -150,37 +146,38 @@ class DistriOptimizer(BaseOptimizer):
         resume_from: a checkpoint directory or URI (either backend's, or the local
         engine's), or "latest" for the newest committed one under the checkpoint path.
         """
+        position, source = self.resume(resume_from)
         weights = self.model.parameters_flat()[0]
         boundaries = [start for _, start, _ in self.model.parameter_segments()]
         bounds = slice_bounds(weights.size, self.num_slices, boundaries)
-        position, path = (0, 0, 0), None
-        if resume_from is not None:
-            path = self.resume_path(resume_from)
-            if path is not None:
-                meta = ckpt.read_meta(path)
-                ckpt.check_size(path, meta, weights.size)
-                position = int(meta["step"]), int(meta["epoch"]), int(meta["iteration"])
-                self.schedule = schedules_get(meta["schedule"])
-                ckpt.load_buffers(path, self.model)
         run_id = f"{self.data.location.run_id}-{time.time_ns()}"
         self.lineage_dir = None
         if lineage.fires(self.lineage_every, self.end_trigger, position[0]):
             self.lineage_dir = lineage.lineage_root(self.sc, run_id, self.lineage_root,
                                                     self.checkpoint and self.checkpoint["path"])
-        backend = self._resolve_sync()
         try:
-            if backend == "ring":
-                weights[:] = self._optimize_ring(run_id, bounds, boundaries, position, path)
+            if self._resolve_sync() == "ring":
+                backend = self._ring_backend(run_id, bounds, boundaries, source)
             else:
-                self._optimize_blockmanager(run_id, bounds, boundaries, position, path)
+                backend = BlockManagerBackend(self, run_id, bounds, boundaries)
+            return self.run_training(backend, position, source)
         finally:
             if self.lineage_dir is not None:
                 storage.remove_tree(self.lineage_dir)
-        return self.model
 
-    def lineage_due(self, step):
+    def recovery_due(self, step):
         """True when the recovery checkpoint of `step` is due (see lineage_every)."""
         return self.lineage_dir is not None and step % self.lineage_every == 0
+
+    def recovery_root(self):
+        """The run's lineage folder (see lineage_root)."""
+        return self.lineage_dir
+
+    def step_entry(self, step, epoch, loss, lr, wall, count, times):
+        """The per-iteration log entry, with where its time went; also appended to `metrics`."""
+        entry = super().step_entry(step, epoch, loss, lr, wall, count, times)
+        self.metrics.append(entry)
+        return entry
 
     def ring_ranks(self):
         """Barrier tasks of the ring: one per training partition, at most one per task slot.
@@ -203,7 +200,7 @@ class DistriOptimizer(BaseOptimizer):
         _LOG.warning("DistriOptimizer sync='auto' chose %r: %s", *self.sync_choice)
         return self.sync_choice[0]
 
-    def _optimize_ring(self, run_id, bounds, boundaries, position, path):
+    def _ring_backend(self, run_id, bounds, boundaries, source):
         R, P = self.ring_ranks(), self.data.num_partitions
         chunks, owners = owner_chunks(bounds, R)
         v = self.validation
@@ -213,111 +210,12 @@ class DistriOptimizer(BaseOptimizer):
                    location=self.data.location, feature_shape=self.data.feature_shape,
                    partitions=[[p for p in range(P) if p * R // P == r] for r in range(R)],
                    bounds=bounds, chunks=chunks, owners=owners, boundaries=boundaries,
-                   clip_value=self.clip_value, initial=None if path else self.model.parameters_flat()[0].copy(),
+                   clip_value=self.clip_value, initial=None if source else self.model.parameters_flat()[0].copy(),
                    validation=v and dict(location=v["data"].location, feature_shape=v["data"].feature_shape,
                                          metrics=v["metrics"], batch_size=v["batch_size"]))
         datasets = [self.data] + ([v["data"]] if v else [])
         cfg["datasets"] = [(d.location, int(np.prod(d.feature_shape))) for d in datasets]
-        return RingDriver(self, cfg, R, grouped_by_rank(datasets, R)).train(*position, path)
-
-    def _optimize_blockmanager(self, run_id, bounds, boundaries, position, path):
-        model, sampler = self.model, self.sampler
-        sync = BlockManagerAllReduce(self.sc, bounds, self.data.num_partitions, self.data.tokens,
-                                     self.data.key_partitions)
-        optim_config = self.optim_method.get_config()
-        sync.set_slices(slices_from_checkpoint(path, optim_config) if path
-                        else fresh_slices(model.parameters_flat()[0].copy(), optim_config))
-        step, epoch, start_iter = position
-        model_config = json.dumps(model.get_config())
-        criterion_config = json.dumps(self.criterion.get_config())
-        outputs = self.open_outputs(step, epoch, start_iter)
-        score = None
-        done = False
-
-        def compute_at(epoch, i):
-            return _compute_fn(run_id, model_config, criterion_config, self.data, sampler, epoch, i, bounds,
-                               self.compress, self.threads_per_task, self.seed)
-
-        upcoming = None  # the next step's compute, whose stages the driver built during this step's job
-        try:
-            while not done:
-                for i in range(start_iter, sampler.iterations_per_epoch):
-                    t0 = time.perf_counter()
-                    epoch_finished = i == sampler.iterations_per_epoch - 1
-                    next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
-                    compute = upcoming if upcoming is not None else compute_at(epoch, i)
-                    upcoming = compute_at(*next_pos)
-                    lr = self.lr_at(step + 1, epoch)
-                    update = _update_fn(self.optim_method.get_config(), lr, step + 1, boundaries, bounds,
-                                        self.clip_value, self.norms_due(step + 1))
-                    reports, results = sync.step(compute, update, next_compute=upcoming)
-                    wall = time.perf_counter() - t0
-                    step += 1
-                    loss = sum(r["loss_sum"] for r in reports) / max(sum(r["count"] for r in reports), 1)
-                    if not np.isfinite(loss):
-                        raise TrainingError(f"step {step}: the loss is {loss} (training diverged); "
-                                            f"the last good checkpoint is kept")
-                    entry = self._timing(step, epoch, loss, lr, wall, reports, results)
-                    # The previous step's update ran in this step's job: its norms, if it computed them.
-                    state, score = self.finish_step(
-                        outputs, entry, epoch, step, epoch_finished, loss, score,
-                        lambda: self._validate(sync, run_id, model_config, criterion_config, bounds),
-                        norms_in(results))
-                    done = bool(self.end_trigger(state))
-                    user_ckpt = self.checkpoint and (done or self.checkpoint["trigger"](state))
-                    if user_ckpt or self.lineage_due(step):
-                        root = self.checkpoint["path"] if user_ckpt else self.lineage_dir
-                        path = self._write_checkpoint(sync, root, self.meta(step, *next_pos), bounds,
-                                                      keep=self.checkpoint["keep"] if user_ckpt else 1)
-                        # Writing the checkpoint ran this step's update; the new start drops its results.
-                        _write_norms(outputs, sync.update_results())
-                        sync.set_slices(slices_from_checkpoint(path, self.optim_method.get_config()))
-                    if done:
-                        break
-                epoch, start_iter = (epoch + 1, 0) if not done else (epoch, start_iter)
-            model.parameters_flat()[0][:] = sync.collect_weights()
-            _write_norms(outputs, sync.update_results())  # the last update ran in that job
-        finally:
-            outputs.close()
-
-    def _timing(self, step, epoch, loss, lr, wall, reports, results):
-        """Where the iteration's wall time went (the slowest partition decides compute).
-
-        The job of step t runs the update of step t - 1 (`results`; None when the
-        weights came from a start or a checkpoint): it counts as this step's sync time.
-        """
-        update_s = max(r["update_s"] for r in results) if results else 0.0
-        return self.timing_entry(step, epoch, loss, lr, wall, sum(r["count"] for r in reports),
-                                 compute=max(r["compute_s"] for r in reports),
-                                 data=max(r["data_s"] for r in reports),
-                                 sync=update_s + max(r["assemble_s"] for r in reports),
-                                 driver_bytes=len(pickle.dumps((reports, results))))
-
-    def timing_entry(self, step, epoch, loss, lr, wall, count, compute, data, sync, driver_bytes):
-        """The per-iteration log entry (both backends); also appended to `metrics`."""
-        entry = dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=count,
-                     samples_s=count / wall, wall_ms=wall * 1e3, compute_ms=compute * 1e3,
-                     data_ms=data * 1e3, sync_ms=sync * 1e3,
-                     overhead_ms=max(wall - compute - data - sync, 0.0) * 1e3, driver_bytes=driver_bytes)
-        self.metrics.append(entry)
-        return entry
-
-    def _validate(self, sync, run_id, model_config, criterion_config, bounds):
-        v = self.validation
-        fn = _validate_fn(run_id, model_config, criterion_config, v["data"], v["metrics"], v["batch_size"],
-                          bounds, self.threads_per_task)
-        per_partition = sync.per_training_partition(fn, v["data"].tokens).collect()
-        return metric_results(v["metrics"], per_partition)
-
-    def _write_checkpoint(self, sync, root, meta, bounds, keep):
-        tmp = ckpt.begin(root, meta["step"])
-        sync.foreach_slice(lambda s, lo, hi, w, state: ckpt.write_slice(tmp, s, lo, hi, w, state))
-        return ckpt.commit(tmp, root, dict(meta, slices=[list(b) for b in bounds]), self.model, keep=keep)
-
-
-def _write_norms(outputs, results):
-    for known in norms_in(results):
-        outputs.write_norms(*known)
+        return RingDriver(self, cfg, R, grouped_by_rank(datasets, R))
 
 
 def _is_rdd(data):
@@ -349,58 +247,3 @@ def _measure_compute(model, criterion, feature_shape, share, threads):
 def _every_epoch():
     from bigdl_py.optim.triggers import EveryEpoch
     return EveryEpoch()
-
-
-def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, iteration, bounds, compress,
-                threads, seed):
-    location, shape = data.location, data.feature_shape
-
-    def compute(p, gathered):
-        t0 = time.perf_counter()
-        model, weights, grads, criterion = replica(run_id, model_config, criterion_config, threads)
-        for s, w in gathered:
-            lo, hi = bounds[s]
-            weights[lo:hi] = w
-        assemble_s = time.perf_counter() - t0
-        grads.fill(0.0)
-        stats = gradient_step(model, criterion, location, shape, sampler, seed, epoch, iteration, p)
-        settle_heap(run_id)  # after the first step's kernels loaded: later per-task gc.collect()s stay cheap
-        stats["assemble_s"] = assemble_s
-        pieces = [grads[lo:hi] for lo, hi in bounds]
-        return [to_bf16(g) for g in pieces] if compress == "bf16" else [g.copy() for g in pieces], stats
-
-    return compute
-
-
-def norms_in(results):
-    """[merged_squares] of the slices' update results when that update computed norms, else []."""
-    if not results or "squares" not in results[0]:
-        return []
-    return [merged_squares(results[0]["step"], [r["squares"] for r in results])]
-
-
-def _update_fn(optim_config, lr, step, boundaries, bounds, clip_value, norms):
-    def update(s, weights, state, total, count):
-        t0 = time.perf_counter()
-        squares = apply_update(optim_config, weights, total, state, count, lr, step, boundaries, *bounds[s],
-                               clip_value, norms)
-        result = dict(update_s=time.perf_counter() - t0, step=step)
-        if norms:
-            result["squares"] = squares
-        return weights, state, result
-
-    return update
-
-
-def _validate_fn(run_id, model_config, criterion_config, data, metrics, batch_size, bounds, threads):
-    location, shape = data.location, data.feature_shape
-
-    def validate(p, gathered):
-        model, weights, _, criterion = replica(run_id, model_config, criterion_config, threads)
-        for s, w in gathered:
-            lo, hi = bounds[s]
-            weights[lo:hi] = w
-        yield metrics_step(model, criterion, location, shape, metrics, batch_size, p)
-        settle_heap((run_id, "validate"))
-
-    return validate

@@ -4,15 +4,13 @@ It is the oracle for the distributed optimizer: given the same partition sizes i
 visits the same samples in the same iterations (see sampling.py) and applies the
 same optimizer update to the whole flat vector.
 """
-import time
-
 import numpy as np
 
 from bigdl_py.engine import checkpoint as ckpt
+from bigdl_py.engine.backend import StepResult, TrainingBackend
 from bigdl_py.engine.base import BaseOptimizer, TrainingError, metric_partials, metric_results, sum_reduction
 from bigdl_py.engine.sampling import PartitionedSampler
 from bigdl_py.engine.tensorboard import segment_squares
-from bigdl_py.optim.schedules import schedules_get
 
 
 def _as_batchable(name, a):
@@ -81,60 +79,55 @@ class LocalOptimizer(BaseOptimizer):
         resume_from: a checkpoint directory, or "latest" for the newest one under the
         checkpoint path; training then continues exactly where that run stopped.
         """
-        model, sampler = self.model, self.sampler
-        weights, grads = model.parameters_flat()
-        model.set_input_grad_needed(False)  # nobody reads the gradient w.r.t. the data
-        segments = np.array([s for _, s, _ in model.parameter_segments()] + [weights.size])
-        state = self.optim_method.init_state(weights.size)
-        step, epoch, start_iter = 0, 0, 0
-        if resume_from is not None:
-            step, epoch, start_iter = self._restore(resume_from, state)
+        position, source = self.resume(resume_from)
+        return self.run_training(_LocalBackend(self), position, source)
 
-        outputs = self.open_outputs(step, epoch, start_iter)
-        model.train()
-        loss = score = None
-        # A resumed run may already be finished (resumed from its final checkpoint).
-        done = bool(self.end_trigger(self.make_state(epoch, step, False, None, None)))
-        try:
-            while not done:
-                batches = list(sampler.partition_batches(epoch))
-                for i in range(start_iter, sampler.iterations_per_epoch):
-                    t0 = time.perf_counter()
-                    shares = batches[i]
-                    idx = np.concatenate(shares)
-                    grads.fill(0.0)
-                    loss = self._accumulate_gradient(shares if self.sum_criterion else [idx], step + 1, epoch, i)
-                    self.clip_gradient(grads)
-                    step += 1
-                    lr = self.lr_at(step, epoch)
-                    self.optim_method.update(weights, grads, state, lr, step, segments)
-                    # A finite loss can still give an update that overflows; stop before
-                    # such weights reach a checkpoint.
-                    if not np.isfinite(weights).all():
-                        bad = int((~np.isfinite(weights)).sum())
-                        raise TrainingError(f"step {step}: the update made {bad} weight(s) NaN or Inf "
-                                            f"(training diverged at lr {lr:g}); the last good checkpoint is kept")
-                    epoch_finished = i == sampler.iterations_per_epoch - 1
-                    seconds = time.perf_counter() - t0
-                    entry = dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=len(idx),
-                                 samples_s=len(idx) / max(seconds, 1e-9))
-                    norms = ()
-                    if self.norms_due(step):  # the gradient this update applied (after clipping)
-                        starts = segments[:-1]
-                        norms = [(step, segment_squares(weights, starts), segment_squares(grads, starts))]
-                    train_state, score = self.finish_step(outputs, entry, epoch, step, epoch_finished, loss, score,
-                                                          self.validate, norms)
-                    done = bool(self.end_trigger(train_state))
-                    next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
-                    if self.checkpoint and (done or self.checkpoint["trigger"](train_state)):
-                        ckpt.save(self.checkpoint["path"], self.meta(step, *next_pos), model, state,
-                                  keep=self.checkpoint["keep"])
-                    if done:
-                        break
-                epoch, start_iter = (epoch + 1, 0) if not done else (epoch, start_iter)
-        finally:
-            outputs.close()
-        return model
+    def validate(self):
+        """Metrics over the validation set, in eval mode, merged batch by batch."""
+        v = self.validation
+        partials = metric_partials(self.model, self.criterion, v["metrics"], v["x"], v["y"], v["batch_size"])
+        return metric_results(v["metrics"], [partials])
+
+
+class _LocalBackend(TrainingBackend):
+    """The whole batch's gradient and the optimizer update on the flat vector, in this process."""
+
+    def __init__(self, opt):
+        self.opt, self.model = opt, opt.model
+        self.flat_weights, self.flat_grads = self.model.parameters_flat()
+        self.segments = np.array([s for _, s, _ in self.model.parameter_segments()] + [self.flat_weights.size])
+        self.state = opt.optim_method.init_state(self.flat_weights.size)
+        self.batches = None  # (epoch, its batches: per iteration, the sample indices of each partition)
+        self.norms = []
+
+    def start(self, source):
+        if source is not None:
+            stored_weights, stored_state = ckpt.load_range(source, 0, self.flat_weights.size)
+            ckpt.restore_state(source, self.state, stored_state)
+            self.flat_weights[:] = stored_weights
+        self.model.set_input_grad_needed(False)  # nobody reads the gradient w.r.t. the data
+        self.model.train()
+
+    def step(self, step, epoch, iteration, lr, norms):
+        if self.batches is None or self.batches[0] != epoch:
+            self.batches = (epoch, list(self.opt.sampler.partition_batches(epoch)))
+        shares = self.batches[1][iteration]
+        idx = np.concatenate(shares)
+        self.flat_grads.fill(0.0)
+        loss = self._accumulate_gradient(shares if self.opt.sum_criterion else [idx], step, epoch, iteration)
+        self.opt.clip_gradient(self.flat_grads)
+        self.opt.optim_method.update(self.flat_weights, self.flat_grads, self.state, lr, step, self.segments)
+        # A finite loss can still give an update that overflows; stop before such weights
+        # reach a checkpoint.
+        if not np.isfinite(self.flat_weights).all():
+            bad = int((~np.isfinite(self.flat_weights)).sum())
+            raise TrainingError(f"step {step}: the update made {bad} weight(s) NaN or Inf "
+                                f"(training diverged at lr {lr:g}); the last good checkpoint is kept")
+        if norms:  # the gradient this update applied (after clipping)
+            starts = self.segments[:-1]
+            self.norms.append((step, segment_squares(self.flat_weights, starts),
+                               segment_squares(self.flat_grads, starts)))
+        return StepResult(loss=loss, count=len(idx))
 
     def _accumulate_gradient(self, shares, step, epoch, iteration):
         """Accumulate the batch gradient into the flat gradient vector; return the mean loss.
@@ -144,14 +137,15 @@ class LocalOptimizer(BaseOptimizer):
         sample count. The two engines then agree bit for bit, even under Adam, which
         magnifies round-off on near-zero gradients.
         """
-        criterion = self.sum_criterion or self.criterion
+        opt = self.opt
+        criterion = opt.sum_criterion or opt.criterion
         loss = 0.0
         for partition, share in enumerate(shares):
             if len(share) == 0:
                 continue
             # Dropout masks seeded per partition, as on the executors.
-            self.model.set_forward_seed(self.forward_seed(epoch, iteration, partition))
-            xb, yb = take(self.x, share), take(self.y, share)
+            self.model.set_forward_seed(opt.forward_seed(epoch, iteration, partition))
+            xb, yb = take(opt.x, share), take(opt.y, share)
             check_finite("input", xb, step)
             check_finite("target", yb, step)  # else a NaN target reads as divergence
             out = self.model.forward(xb)
@@ -164,29 +158,21 @@ class LocalOptimizer(BaseOptimizer):
                 raise TrainingError(f"step {step}: the loss is {loss} (training diverged); "
                                     f"the last good checkpoint is kept")
             self.model.backward(xb, grad_out)
-        if self.sum_criterion:
+        if opt.sum_criterion:
             count = sum(len(share) for share in shares)
-            grads = self.model.parameters_flat()[1]
-            grads /= np.float32(count)
+            self.flat_grads /= np.float32(count)
             loss /= count
         return loss
 
-    def _restore(self, resume_from, state):
-        path = self.resume_path(resume_from)
-        if path is None:
-            return 0, 0, 0
-        meta = ckpt.read_meta(path)
-        weights = self.model.parameters_flat()[0]
-        ckpt.check_size(path, meta, weights.size)
-        stored_weights, stored_state = ckpt.load_range(path, 0, weights.size)
-        ckpt.restore_state(path, state, stored_state)
-        weights[:] = stored_weights
-        ckpt.load_buffers(path, self.model)
-        self.schedule = schedules_get(meta["schedule"])
-        return int(meta["step"]), int(meta["epoch"]), int(meta["iteration"])
-
     def validate(self):
-        """Metrics over the validation set, in eval mode, merged batch by batch."""
-        v = self.validation
-        partials = metric_partials(self.model, self.criterion, v["metrics"], v["x"], v["y"], v["batch_size"])
-        return metric_results(v["metrics"], [partials])
+        return self.opt.validate()
+
+    def checkpoint(self, root, meta, keep):
+        ckpt.save(root, meta, self.model, self.state, keep=keep)
+
+    def weights(self):
+        return self.flat_weights
+
+    def known_norms(self):
+        known, self.norms = self.norms, []
+        return known

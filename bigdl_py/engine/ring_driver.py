@@ -1,10 +1,10 @@
 """Driver side of the ring backend: barrier-stage launches, the command loop, recovery.
 
-Training runs as ONE barrier stage of R long-lived tasks (ring_worker.py). The driver
-keeps what only it can decide: it sends every task each iteration's command (step,
-epoch, iteration, learning rate from the schedule), receives the few statistics
-back, and runs the same bookkeeping as the block-manager path (log, validation
-trigger, end trigger, checkpoints) between iterations. Validation runs on the
+Training runs as ONE barrier stage of R long-lived tasks (ring_worker.py). RingDriver is
+a TrainingBackend: the training loop of every engine (BaseOptimizer.run_training) keeps
+the bookkeeping (log, validation trigger, end trigger, checkpoints) and asks it for each
+step; it sends every task the step's command (step, epoch, iteration, learning rate
+from the schedule) and receives the few statistics back. Validation runs on the
 executors inside the stage: each rank evaluates its validation partitions with the
 current weights and returns mergeable metric partials.
 
@@ -12,9 +12,9 @@ Recovery: every `lineage_every` steps (and at every user checkpoint) the slice
 owners write a checkpoint, the recovery point. If a task, an executor or the stage
 fails, the driver takes a fresh set of tasks (Spark's own retry of the barrier
 stage, or a new launch after a backoff when Spark gives up), initialises them from
-the recovery point and replays the iterations since, silently: the replayed steps
-are not logged, validated or checkpointed twice, and give the same bits (fixed
-sampling, seeds and reduction orders). After `max_restarts` failures a
+the recovery point, replays the iterations since, silently, and sends the command that
+failed again: the loop sees each step once, and the replayed steps give the same bits
+(fixed sampling, seeds and reduction orders). After `max_restarts` failures a
 TrainingError says what failed.
 """
 import hmac
@@ -24,10 +24,9 @@ import socket
 import threading
 import time
 
-import numpy as np
-
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine import ring_control as control
+from bigdl_py.engine.backend import StepResult, TrainingBackend
 from bigdl_py.engine.base import TrainingError, metric_results
 from bigdl_py.engine.ring_worker import ring_task
 from bigdl_py.engine.tensorboard import merged_squares
@@ -78,11 +77,11 @@ class _Session:
                 pass
 
 
-class RingDriver:
-    """Runs one ring training: launches, sessions, the iteration loop.
+class RingDriver(TrainingBackend):
+    """The ring backend of one training: launches, sessions, the commands of each step, recovery.
 
     Args:
-        opt: the DistriOptimizer (settings, triggers, log, checkpoint helpers).
+        opt: the DistriOptimizer (Spark context, ring timeouts, max_restarts, model).
         cfg: the task configuration shared by every launch (ring_worker.RingWorker).
         ranks: R, the number of barrier tasks.
         inputs: RDD of R partitions, the data each rank caches before it trains
@@ -102,6 +101,10 @@ class RingDriver:
         self.launch, self.restarts = 0, 0
         self.group = f"bigdl_py-ring-{secrets.token_hex(4)}"
         self.stopping = False
+        self.session, self.source, self.replay = None, None, []  # replay: step commands since the source
+        self.received = 0  # bytes of the replies to the last command
+        self.norms = []
+        self.stopped = False  # the stage ended normally
         threading.Thread(target=self._accept, daemon=True, name="ring-accept").start()
 
     # ---- connections and launches -------------------------------------------------
@@ -235,108 +238,97 @@ class RingDriver:
                 if fatal is not None:
                     raise TrainingError(f"the ring training stage failed while stopping: {fatal['message']}")
                 # An executor lost around the stop (its failure can reach the barrier stage late):
-                # launch anew; train() replays from the last recovery checkpoint to the end.
+                # launch anew; weights() replays from the last recovery checkpoint to the end.
                 self._wait_for_slots()
                 self._start_launch()
                 raise TaskFailure(f"the barrier stage failed while stopping: {_short(error)}")
             if event[0] == "hello":
                 event[3].close()
 
-    # ---- training ---------------------------------------------------------------
-    def train(self, step, epoch, start_iter, source):
-        """Train from (step, epoch, iteration) with weights/state from `source` (None: initial)."""
-        opt = self.opt
-        self.recovery = (source, step, epoch, start_iter)
-        self.logged, self.lrs, self.score = step, {}, None
-        self.finished = None  # the step the end trigger fired at, once it has
-        outputs = opt.open_outputs(step, epoch, start_iter)
+    # ---- training (the TrainingBackend verbs) ---------------------------------------
+    def start(self, source):
+        """Launch the stage and initialise its tasks from `source` (None: the initial weights)."""
+        self.source, self.replay = source, []
         self._start_launch()
-        session, last_key = None, None
-        try:
-            while True:
-                session = self._session(last_key)
-                last_key = session.key
-                try:
-                    session.all(("init", self.recovery[0]))
-                    self._iterate(session, outputs)
-                    session.tell(("stop",))
-                    return self._final_weights()
-                except TaskFailure as e:
-                    # Spark retries the failed barrier stage (new hellos, a newer attempt) or gives
-                    # up on it (stage_done with an error, then _session launches anew).
-                    session.close()
-                    self._count(e)
-        except BaseException:
-            self.sc.cancelJobGroup(f"{self.group}-{self.launch}")
-            raise
-        finally:
-            self.stopping = True
-            if session is not None:
-                session.close()
-            self.server.close()
-            outputs.close()
+        self._connect()
 
-    def _iterate(self, session, outputs):
-        opt, sampler = self.opt, self.opt.sampler
-        _, step, epoch, i = self.recovery
-        if step == self.finished:  # restarted from the checkpoint of the step training ended at
-            return
+    def _connect(self):
+        """A fresh set of tasks at the current step: initialised from the recovery point, then
+        replaying the steps since, silently (same bits: fixed sampling, seeds, reduction orders)."""
         while True:
-            replay = step + 1 <= self.logged
-            lr = self.lrs[step + 1] if replay else opt.lr_at(step + 1, epoch)
-            received = session.received
-            t0 = time.perf_counter()
-            stats = session.all(("step", dict(step=step + 1, epoch=epoch, iteration=i, lr=lr,
-                                              norms=opt.norms_due(step + 1))))
-            wall = time.perf_counter() - t0
-            step += 1
-            epoch_finished = i == sampler.iterations_per_epoch - 1
-            next_pos = (epoch + 1, 0) if epoch_finished else (epoch, i + 1)
-            if replay:  # recovery: this step was logged, validated and checkpointed before the failure
-                if step == self.finished:  # the failure came after the end trigger fired at this step
-                    if opt.checkpoint:  # it may have cut that step's checkpoint short; rewriting is idempotent
-                        self._checkpoint(session, opt.checkpoint["path"], opt.meta(step, *next_pos),
-                                         keep=opt.checkpoint["keep"])
-                    return
-                epoch, i = next_pos
-                continue
-            count = sum(s["count"] for s in stats)
-            loss = sum(s["loss_sum"] for s in stats) / max(count, 1)
-            if not np.isfinite(loss):
-                raise TrainingError(f"step {step}: the loss is {loss} (training diverged); "
-                                    f"the last good checkpoint is kept")
-            self.lrs[step] = lr
-            entry = opt.timing_entry(step, epoch, loss, lr, wall, count,
-                                     compute=max(s["compute_s"] for s in stats),
-                                     data=max(s["data_s"] for s in stats),
-                                     sync=max(s["sync_s"] for s in stats),
-                                     driver_bytes=session.received - received)
-            norms = [merged_squares(step, [s["squares"] for s in stats])] if "squares" in stats[0] else []
-            state, self.score = opt.finish_step(outputs, entry, epoch, step, epoch_finished, loss, self.score,
-                                                lambda: self._validate(session), norms)
-            self.logged = step
-            done = bool(opt.end_trigger(state))
-            self.finished = step if done else None
-            user_ckpt = opt.checkpoint and (done or opt.checkpoint["trigger"](state))
-            if user_ckpt or opt.lineage_due(step):
-                root = opt.checkpoint["path"] if user_ckpt else opt.lineage_dir
-                path = self._checkpoint(session, root, opt.meta(step, *next_pos),
-                                        keep=opt.checkpoint["keep"] if user_ckpt else 1)
-                self.recovery = (path, step, *next_pos)
-            if done:
+            self.session = self._session(self.session and self.session.key)
+            try:
+                self.session.all(("init", self.source))
+                for cmd in self.replay:
+                    self.session.all(cmd)
                 return
-            epoch, i = next_pos
+            except TaskFailure as e:
+                # Spark retries the failed barrier stage (new hellos, a newer attempt) or gives
+                # up on it (stage_done with an error, then _session launches anew).
+                self.session.close()
+                self._count(e)
 
-    def _validate(self, session):
-        v = self.opt.validation
-        per_rank = session.all(("validate",))
-        return metric_results(v["metrics"], [parts for rank in per_rank for parts in rank])
+    def _all(self, cmd):
+        """Every rank's reply to `cmd`, recovering from failed tasks on the way; sets `received`
+        to the bytes of the replies."""
+        while True:
+            before = self.session.received
+            try:
+                replies = self.session.all(cmd)
+                self.received = self.session.received - before
+                return replies
+            except TaskFailure as e:
+                self.session.close()
+                self._count(e)
+                self._connect()
 
-    def _checkpoint(self, session, root, meta, keep):
+    def step(self, step, epoch, iteration, lr, norms):
+        cmd = ("step", dict(step=step, epoch=epoch, iteration=iteration, lr=lr, norms=norms))
+        stats = self._all(cmd)
+        self.replay.append(cmd)
+        if "squares" in stats[0]:
+            self.norms.append(merged_squares(step, [s["squares"] for s in stats]))
+        count = sum(s["count"] for s in stats)
+        times = dict(compute=max(s["compute_s"] for s in stats), data=max(s["data_s"] for s in stats),
+                     sync=max(s["sync_s"] for s in stats), driver_bytes=self.received)
+        return StepResult(loss=sum(s["loss_sum"] for s in stats) / max(count, 1), count=count, times=times)
+
+    def validate(self):
+        per_rank = self._all(("validate",))
+        return metric_results(self.cfg["validation"]["metrics"], [parts for rank in per_rank for parts in rank])
+
+    def checkpoint(self, root, meta, keep):
+        """Write the checkpoint; it becomes the recovery point."""
         tmp = ckpt.begin(root, meta["step"])
-        session.all(("checkpoint", tmp))
-        return ckpt.commit(tmp, root, dict(meta, slices=[list(b) for b in self.cfg["bounds"]]), self.opt.model,
-                           keep=keep)
+        self._all(("checkpoint", tmp))
+        self.source = ckpt.commit(tmp, root, dict(meta, slices=[list(b) for b in self.cfg["bounds"]]),
+                                  self.opt.model, keep=keep)
+        self.replay = []
+
+    def weights(self):
+        """Stop the tasks; rank 0's weights."""
+        while True:
+            self.session.tell(("stop",))
+            try:
+                weights = self._final_weights()
+                self.stopped = True
+                return weights
+            except TaskFailure as e:
+                self.session.close()
+                self._count(e)
+                self._connect()
+
+    def known_norms(self):
+        known, self.norms = self.norms, []
+        return known
+
+    def close(self):
+        if not self.stopped:  # a failure: stop the stage's tasks
+            self.sc.cancelJobGroup(f"{self.group}-{self.launch}")
+        self.stopping = True
+        if self.session is not None:
+            self.session.close()
+        self.server.close()
 
 
 def _short(error):
