@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m bigdl_py.main --output output
+	$(PY) -m bigdl_py.pipelines.main --output output
 
 # Two workers, one test file each at a time (module fixtures such as the standalone cluster stay
 # in one process): most Spark tests wait on schedulers and subprocesses, so the suite's wall time

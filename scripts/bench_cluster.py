@@ -87,8 +87,7 @@ def steady_samples_s(metrics):
 
 def child(args):
     """One system's driver: both backends, one JSON line each."""
-    from bigdl_py.data.mnist import load_mnist
-    from bigdl_py.main import mnist_dataframe
+    from bigdl_py.data.mnist import load_mnist, mnist_dataframe
     from bigdl_py.spark_session import get_or_create_session
 
     if args.child == "local[3]":  # one JVM holds all three executors: the heap of the cluster's three (1g each)

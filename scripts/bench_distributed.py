@@ -33,8 +33,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_mnist import normalize  # noqa: E402  (the same pixel normalisation as the local run)
+from bigdl_py.data.mnist import load_mnist, mnist_dataframe, normalize_mnist
 
 ANCHOR_BIGDL = {"system": "bigdl-2.4 (anchor, measured earlier on this machine)", "samples_s": [1400, 1600],
                 "test_accuracy_after_one_epoch": 0.925}
@@ -127,7 +126,6 @@ def run_case(train_df, test_df, batch, train_rows, mode, sync, args):
 
 def run_mode(mode, x, y, x_test, y_test, args):
     """One session per mode: spark.task.cpus is fixed when the context starts."""
-    from bigdl_py.main import mnist_dataframe
     from bigdl_py.spark_session import get_or_create_session
 
     spark = get_or_create_session(master="local[2]", app_name=f"bench_distributed_{mode}",
@@ -166,13 +164,12 @@ def main(argv=None):
     args.batches = args.batches or ([1024] if args.quick else [256, 1024, 2048])
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from bigdl_py.data.mnist import load_mnist
 
     x, y, x_test, y_test = load_mnist()
     rows, test_rows = (6000, 2000) if args.quick else (None, None)
     rows, test_rows = args.train_rows or rows, args.test_rows or test_rows
     x, y, x_test, y_test = x[:rows], y[:rows], x_test[:test_rows], y_test[:test_rows]
-    x, x_test = normalize(x), normalize(x_test)
+    x, x_test = normalize_mnist(x), normalize_mnist(x_test)
     for mode in args.modes:
         run_mode(mode, x, y, x_test, y_test, args)
     print(json.dumps(dict(anchor=ANCHOR_BIGDL)), flush=True)

@@ -33,8 +33,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_mnist import normalize  # noqa: E402  (the same pixel normalisation as the local run)
+from bigdl_py.data.mnist import load_mnist, mnist_dataframe, normalize_mnist
 
 SMALL_BATCH, LARGE_BATCH = 256, 8192
 # Per model: baseline SGD lr at batch 256, the recipe's base lr (at 256, scaled to 8192), warm-up epochs
@@ -115,7 +114,6 @@ def distributed_check(data, batch, iterations, settings, epochs):
     from bigdl_py.data.partitions import load_partition
     from bigdl_py.engine.distri import DistriOptimizer
     from bigdl_py.engine.local import LocalOptimizer
-    from bigdl_py.main import mnist_dataframe
     from bigdl_py.nn import CrossEntropyLoss, zoo
     from bigdl_py.optim import MaxIteration
     from bigdl_py.spark_session import get_or_create_session
@@ -193,7 +191,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from bigdl_py.data.mnist import load_mnist
     from bigdl_py.kernels.threads import set_num_threads
 
     set_num_threads(args.threads)
@@ -201,7 +198,7 @@ def main(argv=None):
     rows, test_rows = (6000, 2000) if args.quick else (None, None)
     rows, test_rows = args.train_rows or rows, args.test_rows or test_rows
     epochs = 2 if args.quick else args.epochs
-    data = (normalize(x[:rows]), y[:rows], normalize(x_test[:test_rows]), y_test[:test_rows])
+    data = (normalize_mnist(x[:rows]), y[:rows], normalize_mnist(x_test[:test_rows]), y_test[:test_rows])
     for name in args.models:
         settings = model_settings(name, args)
         results = {}

@@ -28,8 +28,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_mnist import normalize  # noqa: E402  (the same pixel normalisation as the local run)
+from bigdl_py.data.mnist import load_mnist, mnist_dataframe, normalize_mnist
 
 MLP_SIZES = (64, 256, 128, 64, 2)
 LR = {"mlp": 0.002, "lenet5": 0.002}
@@ -54,10 +53,9 @@ def load_case(case, rows, test_rows):
         x, y = tabular(rows, seed=0)
         x_test, y_test = tabular(test_rows, seed=1)
         return x, y, x_test, y_test
-    from bigdl_py.data.mnist import load_mnist
 
     x, y, x_test, y_test = load_mnist()
-    return normalize(x[:rows]), y[:rows], normalize(x_test[:test_rows]), y_test[:test_rows]
+    return normalize_mnist(x[:rows]), y[:rows], normalize_mnist(x_test[:test_rows]), y_test[:test_rows]
 
 
 def dataframe(spark, case, x, y, partitions):
@@ -65,7 +63,6 @@ def dataframe(spark, case, x, y, partitions):
     import pandas as pd
 
     if case == "lenet5":
-        from bigdl_py.main import mnist_dataframe
         return mnist_dataframe(spark, x, y, partitions)
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
     frame["label"] = y.astype(np.float64)

@@ -38,7 +38,6 @@ import multiprocessing
 import os
 import socket
 import sys
-import time
 
 import numpy as np
 
@@ -156,9 +155,8 @@ def spark_constants(sc, executors, quick):
 
 def measured_run(spark, sync, executors, batch_per_executor, iterations):
     """Mean steady iteration of LeNet-5 on `executors` executors: wall and compute seconds."""
-    from bigdl_py.data.mnist import load_mnist
+    from bigdl_py.data.mnist import load_mnist, mnist_dataframe
     from bigdl_py.engine.distri import DistriOptimizer
-    from bigdl_py.main import mnist_dataframe
     from bigdl_py.nn import CrossEntropyLoss, zoo
     from bigdl_py.optim import SGD, MaxIteration
 

@@ -24,19 +24,12 @@ import time
 
 import numpy as np
 
-from bigdl_py.data.mnist import load_mnist
+from bigdl_py.data.mnist import load_mnist, normalize_mnist
 from bigdl_py.engine.local import LocalOptimizer
 from bigdl_py.nn import CrossEntropyLoss, zoo
 from bigdl_py.optim import SGD, Constant, Cosine, MaxEpoch, Top1Accuracy
 
-# Training-set pixel mean and std (BigDL's LeNet example normalises with the same).
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 EPOCHS, BATCH_SIZE, LEARNING_RATE = 3, 64, 0.02
-
-
-def normalize(x):
-    """(x - mean) / std in float32."""
-    return ((x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)).astype(np.float32)
 
 
 def _samples_per_second(steps):
@@ -88,8 +81,8 @@ def train_lenet5(epochs=EPOCHS, batch_size=BATCH_SIZE, learning_rate=LEARNING_RA
         wall time of the whole optimize() call.
     """
     x_train, y_train, x_test, y_test = load_mnist()
-    x_train, y_train = normalize(x_train[:train_samples]), y_train[:train_samples]
-    x_test, y_test = normalize(x_test[:test_samples]), y_test[:test_samples]
+    x_train, y_train = normalize_mnist(x_train[:train_samples]), y_train[:train_samples]
+    x_test, y_test = normalize_mnist(x_test[:test_samples]), y_test[:test_samples]
     total_steps = epochs * -(-len(x_train) // batch_size)
     opt = LocalOptimizer(zoo.lenet5(seed=seed), CrossEntropyLoss(), SGD(momentum=0.9), x_train, y_train,
                          batch_size=batch_size, end_trigger=MaxEpoch(epochs), learning_rate=learning_rate,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bigdl_py.data.mnist import load_mnist
+from bigdl_py.data.mnist import MNIST_MEAN, MNIST_STD, load_mnist
 from bigdl_py.engine.local import LocalOptimizer
 from bigdl_py.nn import CrossEntropyLoss, save_model, zoo
 from bigdl_py.optim import SGD, MaxEpoch
@@ -16,7 +16,7 @@ from bigdl_py.pipelines.image_features import extract_features, load_extractor, 
 from bigdl_py.pipelines.image_features.sample_images import write_sample_images
 
 pytestmark = pytest.mark.spark
-MNIST_MEAN, MNIST_STD = 0.1307 * 255, 0.3081 * 255  # in pixel units, as preprocessing.json wants
+PIXEL_MEAN, PIXEL_STD = MNIST_MEAN * 255, MNIST_STD * 255  # in pixel units, as preprocessing.json wants
 N_DIGITS = 60
 
 
@@ -30,12 +30,12 @@ def images(tmp_path_factory):
 def lenet_dir(tmp_path_factory):
     """LeNet-5 trained for one epoch on 4,000 normalised MNIST digits, saved in our format."""
     x, y, _, _ = load_mnist()
-    x = ((x[:4000] * 255 - MNIST_MEAN) / MNIST_STD).astype(np.float32)
+    x = ((x[:4000] * 255 - PIXEL_MEAN) / PIXEL_STD).astype(np.float32)
     model = LocalOptimizer(zoo.lenet5(seed=0), CrossEntropyLoss(), SGD(momentum=0.9), x, y[:4000], batch_size=64,
                            learning_rate=0.05, end_trigger=MaxEpoch(1)).optimize()
     path = str(tmp_path_factory.mktemp("models") / "lenet5")
     save_model(model, path)
-    write_preprocessing(path, channels=1, mean=MNIST_MEAN, std=MNIST_STD)
+    write_preprocessing(path, channels=1, mean=PIXEL_MEAN, std=PIXEL_STD)
     return path
 
 

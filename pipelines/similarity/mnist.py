@@ -8,11 +8,9 @@ import os
 
 import numpy as np
 
-from bigdl_py.data.mnist import load_mnist
+from bigdl_py.data.mnist import MNIST_MEAN, MNIST_STD, load_mnist, normalize_mnist
 from bigdl_py.nn import save_model
 
-# Training-set pixel mean and std, as scripts/train_mnist.py normalises.
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 PREPROCESS = dict(input_shape=[28, 28, 1], mean=MNIST_MEAN, std=MNIST_STD)
 
 
@@ -32,7 +30,7 @@ def train_lenet5(epochs=1, train_samples=None, seed=0, batch_size=64, learning_r
     x, y, _, _ = load_mnist()
     if train_samples:
         x, y = x[:train_samples], y[:train_samples]
-    x = ((x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)).astype(np.float32)
+    x = normalize_mnist(x)
     steps = epochs * -(-len(x) // batch_size)
     return LocalOptimizer(zoo.lenet5(seed=seed), CrossEntropyLoss(), SGD(momentum=0.9), x, y,
                           batch_size=batch_size, learning_rate=learning_rate, schedule=Cosine(steps),
@@ -59,7 +57,7 @@ def mnist_catalogue(spark, output_dir, classifier=None, limit=None, epochs=1, tr
         classifier = load_model(classifier)
     body = embedding_model(classifier)
     x, y = mnist_images(limit)
-    pixels = ((x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)).reshape(len(x), -1)
+    pixels = normalize_mnist(x).reshape(len(x), -1)
     frame = pd.DataFrame({"id": np.arange(len(x), dtype=np.int64), "label": y.astype(np.int64),
                           "pixels": list(pixels)})
     parts = spark.sparkContext.defaultParallelism

@@ -16,7 +16,6 @@ a summary table is printed at the end. `--quick` runs the same on small subsets.
 """
 import argparse
 import html
-import json
 import os
 import shutil
 import time
@@ -24,9 +23,8 @@ import time
 import numpy as np
 
 from bigdl_py.atomic import atomic_write_bytes, atomic_write_json
+from bigdl_py.data.mnist import MNIST_MEAN, MNIST_STD, load_mnist, mnist_dataframe
 
-# Pixel normalisation of the LeNet-5 we train; the similarity and image pipelines reuse it.
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # The LeNet-5 training's TensorBoard event files, under --output.
 TENSORBOARD_DIR = "tensorboard"
 
@@ -35,18 +33,8 @@ def _log(message):
     print(f"[bigdl_py] {message}", flush=True)
 
 
-def mnist_dataframe(spark, x, y, partitions):
-    """Normalised digits as a DataFrame with an array<float> features column and a label."""
-    import pandas as pd
-
-    x = (x.reshape(len(x), -1) - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
-    frame = pd.DataFrame({"features": list(x.astype(np.float32)), "label": y.astype(np.float64)})
-    return spark.createDataFrame(frame, "features array<float>, label double").repartition(partitions)
-
-
 def train_lenet5(spark, out, args):
     """Stage 1: LeNet-5 on MNIST with DistriOptimizer; returns (summary, model_dir)."""
-    from bigdl_py.data.mnist import load_mnist
     from bigdl_py.engine.distri import DistriOptimizer
     from bigdl_py.nn import CrossEntropyLoss, save_model, zoo
     from bigdl_py.optim import SGD, EveryEpoch, Loss, MaxEpoch, Top1Accuracy
