@@ -106,10 +106,7 @@ CASES = {
 }
 IDS = list(CASES)
 # Defects check_layer finds in layers outside this change; strict, so the fix turns them into failures to remove.
-KNOWN_DEFECTS = {
-    "add_relu": "Add(activation='relu') hands integer inputs to the float-only add_relu kernel, whose ValueError "
-                "does not name the layer (bigdl_py/nn/graph.py)",
-}
+KNOWN_DEFECTS = {}
 
 
 def build(case_id):

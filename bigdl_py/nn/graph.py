@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 
 from bigdl_py.kernels import activation as kact
-from bigdl_py.nn.layers._util import cached, fused_activation
+from bigdl_py.nn.layers._util import cached, float_dtype, fused_activation
 from bigdl_py.nn.module import Module, from_config, register
 from bigdl_py.nn.registry import class_ref
 
@@ -301,9 +301,12 @@ class Add(Module):
         if any(a.shape != xs[0].shape for a in xs):
             raise ValueError(f"layer '{self.path}' (Add): expected inputs of one shape, "
                              f"received {[a.shape for a in xs]}")
-        # numpy's promotion over all inputs, fused or not (the kernel takes one dtype).
+        # numpy's promotion over all inputs, fused or not (the kernel takes one dtype);
+        # the fused kernel is float-only, so integer sums are computed in float32.
         dtype = np.result_type(*xs)
         fused = self.config["activation"] is not None
+        if fused:
+            dtype = float_dtype(np.empty(0, dtype))
         summed = xs[:-1] if fused else xs
         y = summed[0].astype(dtype, copy=False) if len(summed) == 1 else np.add(summed[0], summed[1], dtype=dtype)
         for a in summed[2:]:
