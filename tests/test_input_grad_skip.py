@@ -41,3 +41,14 @@ def test_graph_layers_reading_inputs_skip_their_input_gradient():
     assert dx.shape == (3, 4) and none is None and first.input_grad_needed is False
     for k in with_dx:
         np.testing.assert_array_equal(with_dx[k], without[k])
+
+
+def test_input_gradients_start_at_the_lowest_trainable_layer():
+    model = zoo.mlp([6, 8, 8, 3], seed=0).freeze("0")  # Linear 0, ReLU 1, Linear 2, ReLU 3, Linear 4
+    model.set_input_grad_needed(False)
+    assert [m.input_grad_needed for m in model] == [False, False, False, True, True]
+    model.unfreeze()
+    model.set_input_grad_needed(False)
+    assert [m.input_grad_needed for m in model] == [False, True, True, True, True]
+    model.set_input_grad_needed(True)
+    assert all(m.input_grad_needed for m in model)

@@ -291,3 +291,42 @@ def test_get_resolves_names_with_keyword_arguments():
     assert optimizers_get(same) is same
     with pytest.raises(ValueError, match="unknown optimizer 'adamax'"):
         optimizers_get("adamax")
+
+
+FROZEN_CASES = {
+    "sgd-momentum-wd": SGD(momentum=0.9, weight_decay=0.1),
+    "adam-wd": Adam(weight_decay=0.1),
+    "adamw-amsgrad": AdamW(amsgrad=True),
+    "rmsprop-centered": RMSprop(momentum=0.5, centered=True, weight_decay=0.1),
+    "lars-excluded": LARS(momentum=0.9, weight_decay=0.01, exclude=[[20, 23]]),
+}
+
+
+@pytest.mark.parametrize("opt", FROZEN_CASES.values(), ids=FROZEN_CASES.keys())
+@pytest.mark.parametrize("offset", [0, 5])
+def test_update_trainable_keeps_frozen_bits_and_state_and_updates_the_rest_as_a_whole_step(opt, offset):
+    from bigdl_py.optim.frozen import update_trainable
+
+    # Parameters [0,4) [4,9) [9,15) [15,20) [20,23) of the flat vector; this slice starts at `offset`.
+    segments = np.array([0, 4, 9, 15, 20, 23]) - offset
+    segments = np.concatenate([[0], segments[segments > 0]])
+    frozen = [[4, 9], [15, 20]]
+    rng = np.random.default_rng(1)
+    n = 23 - offset
+    w0 = rng.standard_normal(n).astype(np.float32)
+    whole_w, part_w = w0.copy(), w0.copy()
+    whole_s, part_s = opt.init_state(n), opt.init_state(n)
+    for step in range(1, 5):
+        g = rng.standard_normal(n).astype(np.float32)
+        opt.update(whole_w, g, whole_s, 0.1, step, segments, offset=offset)
+        update_trainable(opt, part_w, g, part_s, 0.1, step, segments, offset=offset, frozen=frozen)
+    mask = np.zeros(23, dtype=bool)
+    for lo, hi in frozen:
+        mask[lo:hi] = True
+    mask = mask[offset:]
+    assert part_w[mask].tobytes() == w0[mask].tobytes()
+    fresh = opt.init_state(n)
+    assert all(s[mask].tobytes() == fresh[k][mask].tobytes() for k, s in part_s.items())
+    np.testing.assert_array_equal(part_w[~mask], whole_w[~mask])
+    for k in whole_s:
+        np.testing.assert_array_equal(part_s[k][~mask], whole_s[k][~mask])

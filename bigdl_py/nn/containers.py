@@ -1,6 +1,5 @@
 """Sequential: a chain of modules, the simplest container."""
 from bigdl_py.nn.module import Module, from_config, register
-from bigdl_py.nn.registry import class_ref
 
 
 @register
@@ -61,19 +60,30 @@ class Sequential(Module):
     def backward(self, x, grad_y):
         if self._inputs is None:
             raise ValueError(f"{self.path}: backward called before forward")
-        for module, inp in zip(reversed(list(self._children.values())), reversed(self._inputs)):
-            grad_y = module.backward(inp, grad_y)
+        children = list(self._children.values())
+        needed = self._input_grads_needed()
+        for i in reversed(range(len(children))):
+            if not needed[i] and not children[i].has_trainable_parameters():
+                return None  # nothing below this child trains, and nobody reads the input gradient
+            grad_y = self._backward_child(children[i], self._inputs[i], grad_y, needed[i])
         return grad_y
+
+    def _input_grads_needed(self):
+        """Per child: whether its input gradient is used (a trainable layer below it, or our caller)."""
+        needed, below = [], self.input_grad_needed
+        for child in self._children.values():
+            needed.append(below)
+            below = below or child.has_trainable_parameters()
+        return needed
 
     def set_input_grad_needed(self, needed):
         super().set_input_grad_needed(needed)
-        for i, child in enumerate(self._children.values()):
-            child.set_input_grad_needed(needed if i == 0 else True)
+        for child, child_needed in zip(self._children.values(), self._input_grads_needed()):
+            child.set_input_grad_needed(child_needed)
         return self
 
     def get_config(self):
-        return {**class_ref(type(self)),
-                "config": {"name": self.name, "layers": [m.get_config() for m in self._children.values()]}}
+        return self._config_entry({"name": self.name, "layers": [m.get_config() for m in self._children.values()]})
 
     @classmethod
     def from_config(cls, config):

@@ -15,7 +15,6 @@ import numpy as np
 from bigdl_py.kernels import activation as kact
 from bigdl_py.nn.layers._util import cached, float_dtype, fused_activation
 from bigdl_py.nn.module import Module, from_config, register
-from bigdl_py.nn.registry import class_ref
 
 
 class Node:
@@ -204,31 +203,47 @@ class Model(Module):
         for node, g in zip(self._output_nodes, grads_y):
             accumulate(node, g)
         values = self._values
+        wanted = self._gradients_wanted()
         for node in reversed(self._order):
             if node.is_input:
                 continue
             args = [values[id(i)] for i in node.inputs]
             g = grads.pop(id(node))
-            if g is None:
-                g_in = [None] * len(node.inputs)
+            input_grad_needed = any(wanted[id(i)] for i in node.inputs)
+            if g is None or not (input_grad_needed or node.module.has_trainable_parameters()):
+                g_in = [None] * len(node.inputs)  # nothing upstream trains: skip the module's backward
             else:
-                g_in = node.module.backward(args if node.multi else args[0], g)
+                g_in = self._backward_child(node.module, args if node.multi else args[0], g, input_grad_needed)
                 g_in = g_in if node.multi else [g_in]
             if len(g_in) != len(node.inputs):
                 raise ValueError(f"layer '{node.module.path}': backward returned {len(g_in)} gradients "
                                  f"for {len(node.inputs)} inputs")
             for i, g in zip(node.inputs, g_in):
                 accumulate(i, g)
+        if not self.input_grad_needed:
+            return None
         # An input that no output depends on gets a zero gradient; integer indices get None.
         out = [grads[id(n)] if id(n) in grads else np.zeros_like(values[id(n)]) for n in self._input_nodes]
         return out[0] if self._single_input else out
 
+    def _gradients_wanted(self):
+        """id(node) -> whether the gradient w.r.t. its value is used: a trainable module at or
+        before it, or a model input whose gradient our caller reads."""
+        wanted = {}
+        for node in self._order:
+            if node.is_input:
+                wanted[id(node)] = self.input_grad_needed
+            else:
+                wanted[id(node)] = (any(wanted[id(i)] for i in node.inputs)
+                                    or node.module.has_trainable_parameters())
+        return wanted
+
     def set_input_grad_needed(self, needed):
         super().set_input_grad_needed(needed)
+        wanted = self._gradients_wanted()
         for node in self._order:
             if not node.is_input:
-                reads_only_data = all(i.is_input for i in node.inputs)
-                node.module.set_input_grad_needed(needed if reads_only_data else True)
+                node.module.set_input_grad_needed(any(wanted[id(i)] for i in node.inputs))
         return self
 
     # ---- config ------------------------------------------------------------------
@@ -237,7 +252,7 @@ class Model(Module):
         layers = [{"name": names[id(n)], "layer": n.module.get_config(),
                    "inbound": [names[id(i)] for i in n.inputs], "multi": n.multi}
                   for n in self._order if not n.is_input]
-        return {**class_ref(type(self)), "config": {
+        return self._config_entry({
             "name": self.name,
             "inputs": [{"name": k, "given_name": n.name, "shape": list(n.shape)}
                        for n, k in zip(self._input_nodes, self._input_names)],
@@ -245,7 +260,7 @@ class Model(Module):
             "outputs": [names[id(n)] for n in self._output_nodes],
             "single_input": self._single_input,
             "single_output": self._single_output,
-        }}
+        })
 
     @classmethod
     def from_config(cls, config):

@@ -38,6 +38,7 @@ class Module:
         self._packed_by = None  # the ancestor whose flat vectors hold our arrays
         self._forward_seed = 0
         self.input_grad_needed = True
+        self.frozen = False  # own parameters fixed: no gradient, no optimizer update (see freeze)
 
     # ---- computation -------------------------------------------------------------
     # Attributes that forward fills for backward (cached outputs, masks, statistics).
@@ -136,10 +137,77 @@ class Module:
         Training engines switch it off for the whole model (BigDL's
         propagateBack=false): the layers that read the data input then skip an
         input gradient nobody uses (for a first convolution, a whole col2im pass)
-        and return None. Containers pass the flag on to those layers.
+        and return None. Containers pass the flag on to those layers, and switch it
+        off for every layer below the lowest trainable one (see `freeze`).
         """
         self.input_grad_needed = bool(needed)
         return self
+
+    # ---- freezing ----------------------------------------------------------------
+    def freeze(self, *names):
+        """Fix parameters: optimizers leave them unchanged and no gradient is computed for them.
+
+        Args:
+            *names: sub-modules to freeze, by their dotted name from `named_modules()`
+                (a Sequential's "0" or "features.conv1", a graph Model's node name);
+                none: this module. A frozen module's whole subtree is frozen.
+        Returns self. Saved with the model (get_config / save_model); BatchNorm's running
+        statistics still follow the training mode, as in torch with requires_grad=False.
+
+        Example:
+            >>> model.freeze("conv1", "conv2")   # or model.freeze() for everything
+        """
+        for m in self._subtrees(names, "freeze"):
+            m.frozen = True
+        return self
+
+    def unfreeze(self, *names):
+        """Undo freeze on the named sub-modules' subtrees (none: this module's subtree). Returns self."""
+        for m in self._subtrees(names, "unfreeze"):
+            m.frozen = False
+        return self
+
+    def _subtrees(self, names, verb):
+        modules = dict(self.named_modules())
+        for name in names:
+            if not isinstance(name, str) or name not in modules:
+                known = [k for k in modules if k]
+                raise ValueError(f"{self.path}.{verb}: expected names of sub-modules, received {name!r}; "
+                                 f"known: {known[:50]}{' ...' if len(known) > 50 else ''}")
+        for name in names or [""]:
+            for _, m in modules[name].named_modules():
+                yield m
+
+    def has_trainable_parameters(self):
+        """Whether some module of this subtree has parameters and is not frozen."""
+        return any(m.params and not m.frozen for _, m in self.named_modules())
+
+    def frozen_ranges(self):
+        """[[start, stop)] of the frozen parameters in the flat vector, adjacent ones merged."""
+        ranges, start = [], 0
+        for _, m in self.named_modules():
+            for value in m.params.values():
+                if m.frozen and ranges and ranges[-1][1] == start:
+                    ranges[-1][1] += value.size
+                elif m.frozen:
+                    ranges.append([start, start + value.size])
+                start += value.size
+        return ranges
+
+    def _backward_child(self, child, x, grad_y, input_grad_needed):
+        """child.backward for containers: frozen parameters end with a zero gradient.
+
+        Layer kernels compute the weight gradient in the same pass as the input
+        gradient, so a frozen layer between trainable ones still computes it; it is
+        dropped here so that gradient norms and clipping see only trainable parameters.
+        """
+        child.set_input_grad_needed(input_grad_needed)
+        grad_x = child.backward(x, grad_y)
+        for _, m in child.named_modules():
+            if m.frozen:
+                for g in m.grads.values():
+                    g.fill(0.0)
+        return grad_x
 
     def zero_grad(self):
         if self._flat is not None:
@@ -220,7 +288,14 @@ class Module:
 
     def get_config(self):
         """{"class_name", "config"} (plus "module" for a class defined outside bigdl_py): JSON, no weights, no code."""
-        return {**class_ref(type(self)), "config": dict(self.config, name=self.name)}
+        return self._config_entry(dict(self.config, name=self.name))
+
+    def _config_entry(self, inner):
+        """{"class_name", "config": inner}, plus "frozen": true for a frozen module."""
+        entry = {**class_ref(type(self)), "config": inner}
+        if self.frozen:
+            entry["frozen"] = True
+        return entry
 
     @classmethod
     def from_config(cls, config):
@@ -253,4 +328,10 @@ def from_config(config):
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"expected a layer config with 'class_name', received {config!r:.200}")
     cls = registered(config["class_name"], config.get("module"))
-    return cls.from_config(dict(config.get("config", {})))
+    frozen = config.get("frozen", False)
+    if not isinstance(frozen, bool):
+        raise ValueError(f"layer config of {config['class_name']}: expected 'frozen' to be true or false, "
+                         f"received {frozen!r:.100}")
+    module = cls.from_config(dict(config.get("config", {})))
+    module.frozen = frozen
+    return module
