@@ -14,9 +14,9 @@ import signal
 import numpy as np
 import pytest
 
+from bigdl_py.engine import DistriOptimizer, Ring
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine.base import TrainingError
-from bigdl_py.engine.distri import DistriOptimizer
 from bigdl_py.nn import CrossEntropyLoss, zoo
 from bigdl_py.optim import Adam, MaxIteration
 from tests.test_distri_equivalence import mlp_data, partitioned_df
@@ -40,10 +40,10 @@ class KillTaskAt:
         return self.stop(state)
 
 
-def ring_optimizer(df, **kwargs):
+def ring_optimizer(df, ring=Ring(), **kwargs):
     return DistriOptimizer(zoo.mlp([8, 16, 3], seed=1), CrossEntropyLoss(), Adam(), df, batch_size=37,
                            end_trigger=MaxIteration(ITERATIONS), learning_rate=0.01, num_partitions=2,
-                           sync="ring", **kwargs)
+                           sync=ring, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_a_task_lost_after_the_end_trigger_fired_trains_no_step_more(df, tmp_pat
 
 
 def test_with_no_restarts_left_a_lost_task_stops_training_with_a_clear_error(df):
-    opt = ring_optimizer(df, max_restarts=0)
+    opt = ring_optimizer(df, Ring(max_restarts=0))
     opt.end_trigger = KillTaskAt(opt, at=2, rank=0)
     with pytest.raises(TrainingError, match=r"ring training failed 1 times \(max_restarts=0\); last failure: "):
         opt.optimize()
@@ -89,7 +89,7 @@ def test_a_failure_a_restart_cannot_cure_stops_training_at_once_naming_the_excep
     driver stops without restarting (a restart would fail the same way), naming the exception."""
     x, y = mlp_data(120)
     y[7] = 5  # classes are 0..2
-    opt = ring_optimizer(partitioned_df(spark, x, y, [50, 70]), max_restarts=6)
+    opt = ring_optimizer(partitioned_df(spark, x, y, [50, 70]), Ring(max_restarts=6))
     with pytest.raises(TrainingError, match=r"ring training task rank \d: ValueError: .*") as failure:
         opt.optimize()
     assert "failed 1 times" not in str(failure.value) and len(opt.history) < ITERATIONS

@@ -25,14 +25,16 @@ class BlockManagerBackend(TrainingBackend):
 
     Args:
         opt: the DistriOptimizer (its Spark context, data, sampler, model, criterion,
-            optimizer, clipping, compression, validation and threads per task).
+            optimizer, clipping, validation and threads per task).
+        options: the BlockManager config (engine/sync_config.py): gradient compression.
         run_id: names this run's model replicas on the executors.
         bounds: [(start, stop)] of each slice of the flat vector.
         boundaries: the start of each parameter in the flat vector.
     """
 
-    def __init__(self, opt, run_id, bounds, boundaries):
-        self.opt, self.run_id, self.bounds, self.boundaries = opt, run_id, bounds, boundaries
+    def __init__(self, opt, options, run_id, bounds, boundaries):
+        self.opt, self.options = opt, options
+        self.run_id, self.bounds, self.boundaries = run_id, bounds, boundaries
         self.sync = BlockManagerAllReduce(opt.sc, bounds, opt.data.num_partitions, opt.data.tokens,
                                           opt.data.key_partitions)
         self.model_config = json.dumps(opt.model.get_config())
@@ -48,7 +50,7 @@ class BlockManagerBackend(TrainingBackend):
     def _compute_at(self, epoch, iteration):
         opt = self.opt
         return _compute_fn(self.run_id, self.model_config, self.criterion_config, opt.data, opt.sampler, epoch,
-                           iteration, self.bounds, opt.compress, opt.threads_per_task, opt.seed)
+                           iteration, self.bounds, self.options.compress, opt.threads_per_task, opt.seed)
 
     def step(self, step, epoch, iteration, lr, norms):
         opt = self.opt

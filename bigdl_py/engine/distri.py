@@ -26,6 +26,8 @@ from bigdl_py.engine.base import BaseOptimizer, sum_reduction
 from bigdl_py.engine.blockmanager_backend import BlockManagerBackend
 from bigdl_py.engine.ring_driver import RingDriver
 from bigdl_py.engine.sampling import PartitionedSampler
+from bigdl_py.engine.sync_config import Auto, Ring, sync_config
+from bigdl_py.engine.sync_deprecation import with_deprecated_options
 from bigdl_py.nn.input_spec import input_spec
 from bigdl_py.nn.module import from_config
 from bigdl_py.shipping import ensure_importable_on_executors
@@ -33,7 +35,6 @@ from bigdl_py.sync.blockmanager import slice_bounds
 from bigdl_py.sync.choice import choose_backend
 from bigdl_py.sync.ring import owner_chunks
 
-SYNC_BACKENDS = ("blockmanager", "ring", "auto")
 _LOG = logging.getLogger("bigdl_py")
 
 
@@ -52,7 +53,6 @@ class DistriOptimizer(BaseOptimizer):
         bad_rows: "error" (default) or "skip".
         bad_rows_param: the name the bad-row error tells the user to set ("bad_rows"; an
             estimator passes its own, e.g. "badRows").
-        compress: None or "bf16" (gradient pieces sent as bfloat16, rounded to nearest).
         cache_root: folder for the converted partitions (must be readable by executors).
         lineage_every: cut the RDD lineage (write the slices and reload them) every
             this many iterations, so recovery replays at most that many (for "ring":
@@ -63,16 +63,16 @@ class DistriOptimizer(BaseOptimizer):
             directory, else (local masters only) a local temp folder; on a cluster
             master with none of these, optimize() fails before training (see
             engine/lineage.py).
-        sync: "blockmanager" (default), "ring" (one barrier stage, TCP all-reduce
-            between the tasks; compress is not supported), or "auto" (picked from
-            the model size and a measured iteration; the choice is logged and kept
-            in `sync_choice`).
-        ring_timeout: seconds a ring task may wait for a peer or the driver during an
-            iteration before the attempt is declared failed.
-        ring_idle_timeout: seconds a ring task waits for the driver's next command
-            (the driver may be validating or paused between iterations).
-        max_restarts: ring failures (lost task, executor or stage) recovered from the
-            last checkpoint before a TrainingError.
+        sync: the all-reduce backend and its options (engine/sync_config.py):
+            BlockManager(compress=...) or "blockmanager" (default; one Spark job per
+            iteration), Ring(timeout=..., idle_timeout=..., max_restarts=...) or "ring"
+            (one barrier stage, TCP all-reduce between the tasks), or Auto() or "auto"
+            (picked from the model size and a measured iteration; the choice is logged
+            and kept in `sync_choice`). The JSON form ({"ring": {"timeout": 60}}) is
+            taken too.
+        compress, ring_timeout, ring_idle_timeout, max_restarts: deprecated spellings of
+            BlockManager(compress=...) and Ring(timeout=..., idle_timeout=...,
+            max_restarts=...); they warn (DeprecationWarning) and will be removed.
 
     Example:
         opt = DistriOptimizer(lenet5(), CrossEntropyLoss(), SGD(momentum=0.9), df,
@@ -83,15 +83,11 @@ class DistriOptimizer(BaseOptimizer):
     def __init__(self, model, criterion, optim_method, df, batch_size, end_trigger=None, learning_rate=0.01,
                  schedule=None, seed=0, features_col="features", label_col="label", feature_shape=None,
                  num_partitions=None, num_slices=None, bad_rows="error", compress=None, cache_root=None,
-                 lineage_every=50, lineage_root=None, threads_per_task=1, sync="blockmanager", ring_timeout=120.0,
-                 ring_idle_timeout=900.0, max_restarts=6, bad_rows_param="bad_rows"):
+                 lineage_every=50, lineage_root=None, threads_per_task=1, sync="blockmanager", ring_timeout=None,
+                 ring_idle_timeout=None, max_restarts=None, bad_rows_param="bad_rows"):
         super().__init__(model, criterion, optim_method, batch_size, end_trigger, learning_rate, schedule, seed)
-        if compress not in (None, "bf16"):
-            raise ValueError(f"compress: expected None or 'bf16', received {compress!r}")
-        if sync not in SYNC_BACKENDS:
-            raise ValueError(f"sync: expected one of {SYNC_BACKENDS}, received {sync!r}")
-        if sync == "ring" and compress is not None:
-            raise ValueError("compress='bf16' is only supported with sync='blockmanager'")
+        self.sync = with_deprecated_options(sync_config(sync), compress=compress, timeout=ring_timeout,
+                                            idle_timeout=ring_idle_timeout, max_restarts=max_restarts)
         self.sc = df.context if _is_rdd(df) else df.sparkSession.sparkContext
         ensure_importable_on_executors(self.sc)
         self.data_spec = dict(features_col=features_col, label_col=label_col, feature_shape=feature_shape,
@@ -101,7 +97,6 @@ class DistriOptimizer(BaseOptimizer):
         # The data tokens are co-partitioned with the all-reduce's shuffles, which are this wide.
         self.key_partitions = max(self.num_slices, P)
         self.data = self._materialize(df, P)
-        self.compress = compress
         self.lineage_every = int(lineage_every)
         if self.lineage_every < 0:
             raise ValueError(f"lineage_every: expected an integer >= 0, received {lineage_every!r}")
@@ -109,10 +104,7 @@ class DistriOptimizer(BaseOptimizer):
         self.threads_per_task = int(threads_per_task)
         self.sampler = PartitionedSampler(self.data.sizes, self.batch_size, self.seed)
         self.metrics = []  # per-iteration timing breakdown
-        self.sync = sync
-        self.sync_choice = None  # (backend, reason) once optimize() resolved "auto"
-        self.ring_timeout, self.ring_idle_timeout = float(ring_timeout), float(ring_idle_timeout)
-        self.max_restarts = int(max_restarts)
+        self.sync_choice = None  # (backend name, reason) once optimize() resolved the sync config
         self.ring_task_pids = []  # Python worker pids of the running ring tasks (diagnostics, fault tests)
 
     def _materialize(self, data, num_partitions):
@@ -156,10 +148,11 @@ class DistriOptimizer(BaseOptimizer):
             self.lineage_dir = lineage.lineage_root(self.sc, run_id, self.lineage_root,
                                                     self.checkpoint and self.checkpoint["path"])
         try:
-            if self._resolve_sync() == "ring":
-                backend = self._ring_backend(run_id, bounds, boundaries, source)
+            options = self._resolve_sync()
+            if isinstance(options, Ring):
+                backend = self._ring_backend(options, run_id, bounds, boundaries, source)
             else:
-                backend = BlockManagerBackend(self, run_id, bounds, boundaries)
+                backend = BlockManagerBackend(self, options, run_id, bounds, boundaries)
             return self.run_training(backend, position, source)
         finally:
             if self.lineage_dir is not None:
@@ -188,8 +181,9 @@ class DistriOptimizer(BaseOptimizer):
         return max(1, min(self.data.num_partitions, self.sc.defaultParallelism))
 
     def _resolve_sync(self):
-        if self.sync != "auto":
-            self.sync_choice = (self.sync, "requested")
+        """The options of the backend this run uses (Ring or BlockManager); sets `sync_choice`."""
+        if not isinstance(self.sync, Auto):
+            self.sync_choice = (self.sync.name, "requested")
             return self.sync
         compute_s = _measure_compute(self.model, self.criterion, self.data.feature_shape,
                                      -(-self.batch_size // self.data.num_partitions), self.threads_per_task)
@@ -198,9 +192,9 @@ class DistriOptimizer(BaseOptimizer):
         self.sync_choice = choose_backend(self.model.num_parameters(), compute_s, self.ring_ranks(),
                                           time.perf_counter() - t0)
         _LOG.warning("DistriOptimizer sync='auto' chose %r: %s", *self.sync_choice)
-        return self.sync_choice[0]
+        return self.sync.pick(self.sync_choice[0])
 
-    def _ring_backend(self, run_id, bounds, boundaries, source):
+    def _ring_backend(self, options, run_id, bounds, boundaries, source):
         R, P = self.ring_ranks(), self.data.num_partitions
         chunks, owners = owner_chunks(bounds, R)
         v = self.validation
@@ -215,7 +209,7 @@ class DistriOptimizer(BaseOptimizer):
                                          metrics=v["metrics"], batch_size=v["batch_size"]))
         datasets = [self.data] + ([v["data"]] if v else [])
         cfg["datasets"] = [(d.location, int(np.prod(d.feature_shape))) for d in datasets]
-        return RingDriver(self, cfg, R, grouped_by_rank(datasets, R))
+        return RingDriver(self, options, cfg, R, grouped_by_rank(datasets, R))
 
 
 def _is_rdd(data):

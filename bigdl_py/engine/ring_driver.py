@@ -81,21 +81,22 @@ class RingDriver(TrainingBackend):
     """The ring backend of one training: launches, sessions, the commands of each step, recovery.
 
     Args:
-        opt: the DistriOptimizer (Spark context, ring timeouts, max_restarts, model).
+        opt: the DistriOptimizer (Spark context, model, data, triggers).
+        options: the Ring config (engine/sync_config.py): timeouts and max_restarts.
         cfg: the task configuration shared by every launch (ring_worker.RingWorker).
         ranks: R, the number of barrier tasks.
         inputs: RDD of R partitions, the data each rank caches before it trains
             (data.partitions.grouped_by_rank); every launch's barrier stage reads it.
     """
 
-    def __init__(self, opt, cfg, ranks, inputs):
+    def __init__(self, opt, options, cfg, ranks, inputs):
         self.opt, self.sc, self.ranks, self.inputs = opt, opt.sc, ranks, inputs
-        self.timeout, self.max_restarts = opt.ring_timeout, opt.max_restarts
+        self.timeout, self.idle_timeout, self.max_restarts = options.timeout, options.idle_timeout, options.max_restarts
         self.token = secrets.token_bytes(TOKEN_BYTES)
         host = self.sc.getConf().get("spark.driver.host", "127.0.0.1")
         self.server = socket.create_server((host, 0))
         self.cfg = dict(cfg, driver=f"{host}:{self.server.getsockname()[1]}", token=self.token,
-                        timeout=self.timeout, idle_timeout=opt.ring_idle_timeout)
+                        timeout=self.timeout, idle_timeout=self.idle_timeout)
         self.events = queue.Queue()
         self.failures = {}  # launch -> failure reports its tasks sent
         self.launch, self.restarts = 0, 0
@@ -173,7 +174,7 @@ class RingDriver(TrainingBackend):
                                 c.close()
                     conn_list = [pending[key][r][0] for r in range(self.ranks)]
                     for c in conn_list:  # tasks time out on their peers themselves; a dead one closes its socket
-                        c.settimeout(self.opt.ring_idle_timeout)
+                        c.settimeout(self.idle_timeout)
                     self.opt.ring_task_pids = [pending[key][r][1] for r in range(self.ranks)]
                     return _Session(key, conn_list)
             elif event[0] == "stage_done" and event[1] == self.launch:

@@ -11,6 +11,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from bigdl_py.engine.sync_config import CONFIGS, sync_config
 from bigdl_py.optim.metrics import metrics_get
 from bigdl_py.optim.optimizers import optimizers_get
 from bigdl_py.optim.schedules import schedules_get
@@ -129,3 +130,18 @@ def registry_entry(family, resolve):
 
 OPTIMIZER = registry_entry("an optimizer", optimizers_get)
 SCHEDULE = registry_entry("a learning-rate schedule", schedules_get)
+
+
+def _sync(value):
+    """A backend name stays a string; a config object or its JSON form is stored as JSON ({"ring": {...}})."""
+    if isinstance(value, str):
+        if value not in CONFIGS:
+            _refuse()
+        return value
+    if not hasattr(value, "to_json") and not isinstance(value, dict):
+        raise TypeError()
+    return sync_config(value).to_json()  # a bad option raises, naming it
+
+
+SYNC = Kind(f"one of {tuple(CONFIGS)}, a Ring(...), BlockManager(...) or Auto(...) config (bigdl_py.engine), "
+            "or its JSON form such as {'ring': {'timeout': 60}}", _sync)

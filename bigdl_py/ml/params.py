@@ -12,10 +12,9 @@ ParamValueError when it is set, however it is set.
     TRAINING    how fit trains
 """
 from bigdl_py.data.partitions import POLICIES as BAD_ROW_POLICIES
-from bigdl_py.engine.distri import SYNC_BACKENDS
 from bigdl_py.ml.declared_params import ParamSpec
-from bigdl_py.ml.param_kinds import (COLUMN, COLUMNS, METRIC_NAMES, OPTIMIZER, SCHEDULE, SHAPE, STRING, integer,
-                                     number, one_of)
+from bigdl_py.ml.param_kinds import (COLUMN, COLUMNS, METRIC_NAMES, OPTIMIZER, SCHEDULE, SHAPE, STRING, SYNC,
+                                     integer, number, one_of)
 
 INFERENCE = (
     ParamSpec("featuresCol", "features column (vector or array), or a list of numeric columns", COLUMNS,
@@ -59,7 +58,8 @@ TRAINING = (
     ParamSpec("numPartitions", "training partitions", integer(1).or_none("Spark's default parallelism"), None),
     ParamSpec("seed", "random seed of the initial shuffle, sampling and validation split", integer(0), 0),
     ParamSpec("sync", "gradient all-reduce: 'blockmanager' (Spark blocks), 'ring' (one barrier stage, TCP) or "
-                      "'auto' (chosen from model size and compute time)", one_of(*SYNC_BACKENDS), "blockmanager"),
+                      "'auto' (chosen from model size and compute time), or a config with that backend's options "
+                      "such as Ring(timeout=60) (bigdl_py.engine)", SYNC, "blockmanager"),
     ParamSpec("tensorboardDir", "folder for TensorBoard event files of fit", STRING.or_none("none written"), None),
     ParamSpec("progress", "progress bar on the driver during fit",
               one_of(True, False, None, expected="True, False or None (auto: on for a terminal or a Jupyter "
