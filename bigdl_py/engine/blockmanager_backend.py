@@ -62,7 +62,7 @@ class BlockManagerBackend(TrainingBackend):
             compute = self._compute_at(epoch, iteration)
         self.upcoming = (next_pos, self._compute_at(*next_pos))
         update = _update_fn(opt.optim_method.get_config(), lr, step, self.boundaries, self.bounds, opt.clip_value,
-                            norms)
+                            norms, opt.model.frozen_ranges())
         reports, results = self.sync.step(compute, update, next_compute=self.upcoming[1])
         # The job of step t ran the update of step t - 1 (`results`; None when the weights came
         # from a start or a checkpoint): its norms, if it computed them, and its time as sync time.
@@ -127,11 +127,11 @@ def _compute_fn(run_id, model_config, criterion_config, data, sampler, epoch, it
     return compute
 
 
-def _update_fn(optim_config, lr, step, boundaries, bounds, clip_value, norms):
+def _update_fn(optim_config, lr, step, boundaries, bounds, clip_value, norms, frozen):
     def update(s, weights, state, total, count):
         t0 = time.perf_counter()
         squares = apply_update(optim_config, weights, total, state, count, lr, step, boundaries, *bounds[s],
-                               clip_value, norms)
+                               clip_value, norms, frozen)
         result = dict(update_s=time.perf_counter() - t0, step=step)
         if norms:
             result["squares"] = squares

@@ -11,6 +11,7 @@ from bigdl_py.engine.backend import StepResult, TrainingBackend
 from bigdl_py.engine.base import BaseOptimizer, TrainingError, metric_partials, metric_results, sum_reduction
 from bigdl_py.engine.sampling import PartitionedSampler
 from bigdl_py.engine.tensorboard import segment_squares
+from bigdl_py.optim.frozen import update_trainable
 
 
 def _as_batchable(name, a):
@@ -97,6 +98,7 @@ class _LocalBackend(TrainingBackend):
         self.flat_weights, self.flat_grads = self.model.parameters_flat()
         self.segments = np.array([s for _, s, _ in self.model.parameter_segments()] + [self.flat_weights.size])
         self.state = opt.optim_method.init_state(self.flat_weights.size)
+        self.frozen = self.model.frozen_ranges()
         self.batches = None  # (epoch, its batches: per iteration, the sample indices of each partition)
         self.norms = []
 
@@ -116,7 +118,8 @@ class _LocalBackend(TrainingBackend):
         self.flat_grads.fill(0.0)
         loss = self._accumulate_gradient(shares if self.opt.sum_criterion else [idx], step, epoch, iteration)
         self.opt.clip_gradient(self.flat_grads)
-        self.opt.optim_method.update(self.flat_weights, self.flat_grads, self.state, lr, step, self.segments)
+        update_trainable(self.opt.optim_method, self.flat_weights, self.flat_grads, self.state, lr, step,
+                         self.segments, frozen=self.frozen)
         # A finite loss can still give an update that overflows; stop before such weights
         # reach a checkpoint.
         if not np.isfinite(self.flat_weights).all():

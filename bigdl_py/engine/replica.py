@@ -18,6 +18,7 @@ from bigdl_py.engine.base import metric_partials, seed_for, sum_reduction
 from bigdl_py.engine.tensorboard import segment_squares
 from bigdl_py.nn.criterions import criterion_from_config
 from bigdl_py.nn.module import from_config
+from bigdl_py.optim.frozen import update_trainable
 from bigdl_py.optim.optimizers import optimizers_get
 
 _WORKER = {}  # per Python worker: run id -> (model, weights, grads, criterion)
@@ -68,11 +69,13 @@ def metrics_step(model, criterion, location, feature_shape, metrics, batch_size,
 
 
 def apply_update(optim_config, weights, total, state, count, lr, step, boundaries, lo, hi, clip_value,
-                 norms=False):
+                 norms=False, frozen=()):
     """One slice's optimizer step from its gradient SUM over `count` samples.
 
-    With `norms`, returns {start of each parameter in the slice: (sum of squares of its
-    weights after the update, of the gradient applied)}, else None.
+    `frozen`: the model's frozen [start, stop) ranges of the flat vector (its
+    `frozen_ranges()`), left unchanged with their optimizer state. With `norms`,
+    returns {start of each parameter in the slice: (sum of squares of its weights
+    after the update, of the gradient applied)}, else None.
     """
     segs = np.array([b - lo for b in boundaries if lo <= b < hi] + [hi - lo])
     g = np.zeros_like(weights)
@@ -80,7 +83,7 @@ def apply_update(optim_config, weights, total, state, count, lr, step, boundarie
         g = total / np.float32(count)
         if clip_value is not None:
             np.clip(g, clip_value[0], clip_value[1], out=g)
-        optimizers_get(optim_config).update(weights, g, state, lr, step, segs, offset=lo)
+        update_trainable(optimizers_get(optim_config), weights, g, state, lr, step, segs, offset=lo, frozen=frozen)
     if norms:
         starts = segs[:-1]
         return dict(zip((lo + starts).tolist(), zip(segment_squares(weights, starts).tolist(),

@@ -68,10 +68,16 @@ def layer_buckets(model, min_bytes=BUCKET_BYTES):
 
 
 def backward_by_layer(model, grad, on_layer_done):
-    """Sequential.backward, calling on_layer_done(k) after child k (last child first)."""
+    """Sequential.backward, calling on_layer_done(k) after child k (last child first).
+
+    As Sequential.backward, children below the lowest trainable one are skipped (their
+    gradients stay zero), and frozen children's parameter gradients are dropped.
+    """
     inputs = model._inputs  # the container's cache of every child's input from forward
+    needed = model._input_grads_needed()
     for k in reversed(range(len(model))):
-        grad = model[k].backward(inputs[k], grad)
+        if needed[k] or model[k].has_trainable_parameters():
+            grad = model._backward_child(model[k], inputs[k], grad, needed[k])
         on_layer_done(k)
     return grad
 
@@ -118,6 +124,7 @@ class RingWorker:
         self.model, self.weights, self.grads, self.criterion = replica(
             cfg["run_id"], cfg["model_config"], cfg["criterion_config"], cfg["threads"])
         self.optim = optimizers_get(cfg["optim_config"])
+        self.frozen = self.model.frozen_ranges()  # the replica's config says what is frozen
         self.partitions = cfg["partitions"][rank]
         self.chunk = cfg["chunks"][rank]
         self.owned = [s for s, r in enumerate(cfg["owners"]) if r == rank]
@@ -205,7 +212,8 @@ class RingWorker:
         for s in self.owned:
             lo, hi = cfg["bounds"][s]
             squares.update(apply_update(cfg["optim_config"], self.weights[lo:hi], self.grads[lo:hi], self.state[s],
-                                        count, lr, step, cfg["boundaries"], lo, hi, cfg["clip_value"], norms) or {})
+                                        count, lr, step, cfg["boundaries"], lo, hi, cfg["clip_value"], norms,
+                                        frozen=self.frozen) or {})
         return squares
 
     def validate(self):
