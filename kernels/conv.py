@@ -26,11 +26,16 @@ from numba import njit, uint64
 
 from ._checks import check_array, check_pair, check_positive_int, check_same_dtype, check_shape
 from .im2col import col2im, im2col
+from .parallel import run_tasks
 
 # Target size of one chunk of the column buffer: small enough to stay in cache
 # between im2col and the GEMM, large enough that each GEMM has >= ~1000 rows on
 # ResNet shapes. 0.5-2 MB measured alike here; the whole batch at once was 1.5x slower.
 _CHUNK_BYTES = 1024 * 1024
+
+# Tasks of a backward pass (see _backward_tasks): 8 spreads a batch over 2-4 threads
+# with room to rebalance.
+_BACKWARD_TASKS = 8
 
 _scratch = threading.local()
 
@@ -233,7 +238,10 @@ def _lines_per_chunk(geo, k, itemsize):
 
 
 def _gemm_conv(x, w, y, geo, bias, has_bias, relu, cap):
-    """y = conv(x, w) (+ bias, ReLU) by im2col + GEMM, written into the preallocated y."""
+    """y = conv(x, w) (+ bias, ReLU) by im2col + GEMM, written into the preallocated y.
+
+    Each chunk of output lines is one task for run_tasks (disjoint parts of y), with
+    its column buffer in the running thread's workspace."""
     n_groups = geo.groups
     k_g = geo.kh * geo.kw * (geo.cin // n_groups)
     w2d = w.reshape(k_g, geo.cout)
@@ -243,22 +251,28 @@ def _gemm_conv(x, w, y, geo, bias, has_bias, relu, cap):
         # EfficientNet's 1x1 expand at 112x112 (batch 16, 16 -> 96 channels) 81 -> 20 ms.
         x2d = x.reshape(-1, geo.cin)
         rows = max(1, _CHUNK_BYTES // (geo.cout * x.itemsize))
-        for r0 in range(0, len(x2d), rows):
-            y_chunk = y2d[r0 : r0 + rows]
-            _grouped_matmul(x2d[r0 : r0 + rows], w2d, y_chunk, n_groups)
+
+        def pointwise_task(i):
+            y_chunk = y2d[i * rows : (i + 1) * rows]
+            _grouped_matmul(x2d[i * rows : (i + 1) * rows], w2d, y_chunk, n_groups)
             _bias_relu(y_chunk, bias, has_bias, relu, cap)
+
+        run_tasks(pointwise_task, -(-len(x2d) // rows))
         return
     lines = geo.n * geo.oh
-    per_chunk = _lines_per_chunk(geo, k_g * n_groups, x.itemsize)
-    buf = _workspace("cols", min(lines, per_chunk) * geo.ow * k_g * n_groups, x.dtype)
-    for l0 in range(0, lines, per_chunk):
-        l1 = min(lines, l0 + per_chunk)
+    k = k_g * n_groups
+    per_chunk = _lines_per_chunk(geo, k, x.itemsize)
+
+    def chunk_task(i):
+        l0, l1 = i * per_chunk, min(lines, (i + 1) * per_chunk)
         rows = (l1 - l0) * geo.ow
-        cols = buf[: rows * k_g * n_groups].reshape(rows, -1)
+        cols = _workspace("cols", rows * k, x.dtype).reshape(rows, k)
         im2col(x, cols, l0, l1, *geo.window())
         y_chunk = y2d[l0 * geo.ow : l1 * geo.ow]
         _grouped_matmul(cols, w2d, y_chunk, n_groups)
         _bias_relu(y_chunk, bias, has_bias, relu, cap)
+
+    run_tasks(chunk_task, -(-lines // per_chunk))
 
 
 def _grouped_matmul(a, w2d, out, n_groups):
@@ -273,38 +287,64 @@ def _grouped_matmul(a, w2d, out, n_groups):
         )
 
 
+def _backward_tasks(n):
+    """Number of tasks a backward pass splits its batch of n into: fixed, so that the
+    weight gradient (a sum of per-task partials, in task order) is the same bits at
+    any thread count; several per thread, so that a thread the OS delays leaves
+    little for the others to wait on."""
+    return max(1, min(n, _BACKWARD_TASKS))
+
+
 def _gemm_conv_backward(x, w, grad_y, dx, dw, geo):
-    """dw (and dx unless None) of the im2col + GEMM convolution, in place."""
+    """dw (and dx unless None) of the im2col + GEMM convolution, in place.
+
+    Tasks are blocks of whole images, so that col2im of one task never adds into
+    another's part of dx; each task sums its chunks' dw into its own partial."""
     n_groups = geo.groups
     k_g = geo.kh * geo.kw * (geo.cin // n_groups)
     w2d = w.reshape(k_g, geo.cout)
     dw2d = dw.reshape(k_g, geo.cout)
     dy2d = grad_y.reshape(-1, geo.cout)
+    n_tasks = _backward_tasks(geo.n)
+    partials = np.empty((n_tasks, *dw2d.shape), dw.dtype)
     if geo.pointwise:
         x2d = x.reshape(-1, geo.cin)
-        _grouped_matmul_tn(x2d, dy2d, dw2d, n_groups)
-        if dx is not None:
-            _grouped_matmul_nt(dy2d, w2d, dx.reshape(-1, geo.cin), n_groups)
-        return
-    lines = geo.n * geo.oh
-    k = k_g * n_groups
-    per_chunk = _lines_per_chunk(geo, k, x.itemsize)
-    chunk_rows = min(lines, per_chunk) * geo.ow
-    buf = _workspace("cols", chunk_rows * k, x.dtype)
-    dcol_buf = _workspace("dcols", chunk_rows * k, x.dtype) if dx is not None else None
-    partial = np.empty_like(dw2d)
-    for l0 in range(0, lines, per_chunk):
-        l1 = min(lines, l0 + per_chunk)
-        rows = (l1 - l0) * geo.ow
-        cols = buf[: rows * k].reshape(rows, k)
-        im2col(x, cols, l0, l1, *geo.window())
-        dy_chunk = dy2d[l0 * geo.ow : l1 * geo.ow]
-        _grouped_matmul_tn(cols, dy_chunk, partial, n_groups)
-        dw2d += partial
-        if dcol_buf is not None:
-            dcols = dcol_buf[: rows * k].reshape(rows, k)
-            _grouped_matmul_nt(dy_chunk, w2d, dcols, n_groups)
-            col2im(dcols, dx, l0, l1, *geo.window())
+        dx2d = dx.reshape(-1, geo.cin) if dx is not None else None
+        rows = -(-len(x2d) // n_tasks)
+
+        def pointwise_task(t):
+            r = slice(t * rows, (t + 1) * rows)
+            _grouped_matmul_tn(x2d[r], dy2d[r], partials[t], n_groups)
+            if dx2d is not None:
+                _grouped_matmul_nt(dy2d[r], w2d, dx2d[r], n_groups)
+
+        run_tasks(pointwise_task, n_tasks)
+    else:
+        k = k_g * n_groups
+        per_chunk = _lines_per_chunk(geo, k, x.itemsize)
+        images = -(-geo.n // n_tasks)
+
+        def image_block_task(t):
+            lines0, lines1 = t * images * geo.oh, min(geo.n, (t + 1) * images) * geo.oh
+            partial = _workspace("dw_chunk", dw2d.size, dw.dtype).reshape(dw2d.shape)
+            partials[t] = 0
+            for l0 in range(lines0, lines1, per_chunk):
+                l1 = min(lines1, l0 + per_chunk)
+                rows = (l1 - l0) * geo.ow
+                cols = _workspace("cols", rows * k, x.dtype).reshape(rows, k)
+                im2col(x, cols, l0, l1, *geo.window())
+                dy_chunk = dy2d[l0 * geo.ow : l1 * geo.ow]
+                _grouped_matmul_tn(cols, dy_chunk, partial, n_groups)
+                partials[t] += partial
+                if dx is not None:
+                    dcols = _workspace("dcols", rows * k, x.dtype).reshape(rows, k)
+                    _grouped_matmul_nt(dy_chunk, w2d, dcols, n_groups)
+                    col2im(dcols, dx, l0, l1, *geo.window())
+
+        run_tasks(image_block_task, n_tasks)
+    dw2d[...] = partials[0]
+    for t in range(1, n_tasks):
+        dw2d += partials[t]
 
 
 def _grouped_matmul_tn(a, b, out, n_groups):
@@ -336,7 +376,7 @@ def _grouped_matmul_nt(dy, w2d, out, n_groups):
 # channel loops (see im2col.py).
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bias_relu(y2d, b, has_bias, relu, cap):
     """y += b and/or y = min(max(y, 0), cap), in place (cap inf: plain ReLU).
 

@@ -28,7 +28,7 @@ def _interior(ow_, w_, kw_, sw, pw, dw, groups):
     return lo, max(lo, min(ow_, (w_ - kw_ + pw) // sw + 1))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def im2col(x, cols, line0, line1, oh_, ow_, kh_, kw_, sh, sw, ph, pw, dh, dw, groups):
     """Fill cols[(l - line0) * OW + ow, :] for output lines l in [line0, line1).
 
@@ -89,7 +89,7 @@ def im2col(x, cols, line0, line1, oh_, ow_, kh_, kw_, sh, sw, ph, pw, dh, dw, gr
                         j += ucg
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def col2im(cols, dx, line0, line1, oh_, ow_, kh_, kw_, sh, sw, ph, pw, dh, dw, groups):
     """Adjoint of im2col: add each row of cols back into dx (padding taps dropped).
 

@@ -1,7 +1,11 @@
-"""Fully connected layer as BLAS GEMMs: y = x @ w.T + b, weight (out, in) as in PyTorch."""
+"""Fully connected layer as BLAS GEMMs: y = x @ w.T + b, weight (out, in) as in PyTorch.
+
+With several kernel threads each GEMM is split into row blocks (parallel.matmul_rows).
+"""
 import numpy as np
 
 from ._checks import check_array, check_same_dtype, check_shape
+from .parallel import matmul_rows
 
 
 def _check_x_w(x, w):
@@ -27,7 +31,7 @@ def linear_forward(x, w, b=None):
     """
     _check_x_w(x, w)
     y = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
-    np.matmul(x, w.T, out=y)
+    matmul_rows(x, w.T, y)
     if b is not None:
         check_array("b", b, ndim=1)
         check_shape("b", b, (w.shape[0],))
@@ -54,8 +58,8 @@ def linear_backward(x, w, grad_y, need_dx=True, has_bias=True):
     dx = None
     if need_dx:
         dx = np.empty_like(x)
-        np.matmul(grad_y, w, out=dx)
+        matmul_rows(grad_y, w, dx)
     dw = np.empty_like(w)
-    np.matmul(grad_y.T, x, out=dw)
+    matmul_rows(grad_y.T, x, dw)
     db = grad_y.sum(axis=0) if has_bias else None
     return dx, dw, db

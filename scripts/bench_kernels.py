@@ -1,15 +1,21 @@
-"""Kernel benchmark: ours (bigdl_py.kernels, NHWC) against torch CPU, one thread each.
+"""Kernel benchmark: ours (bigdl_py.kernels, NHWC) against torch CPU, at 1 and 2 threads each.
 
-Prints one JSON line per case and pass ("fwd", "fwd+bwd") with both times measured
-in the same run, then a summary line (geomean ratios, numpy sgemm roof, numba
-compile times cold/warm, thread and malloc settings).
+Prints one JSON line per case, pass ("fwd", "fwd+bwd") and thread count with both
+times measured in the same run, then a summary line (geomean ratios per thread
+count, numpy sgemm roof, numba compile times cold/warm, CPU model and vector ISA,
+thread and malloc settings).
 
-    python scripts/bench_kernels.py            # every case
-    python scripts/bench_kernels.py --quick    # subset, under 2 minutes
+    python scripts/bench_kernels.py            # every case, 1 and 2 threads
+    python scripts/bench_kernels.py --quick    # subset, under 2 minutes per thread count
     python scripts/bench_kernels.py --smoke    # 2 tiny cases, seconds (for the test)
+    python scripts/bench_kernels.py --threads 1  # one thread count only
     python scripts/bench_kernels.py --compile-only  # numba compile, cold and warm cache
 
-Each case line: case, op, shape (ours' NHWC / HWIO shapes), pass, ours_ms and
+Threads: ours kernels.threads.set_num_threads(n) (the minibatch split into tasks,
+one BLAS thread per task), torch torch.set_num_threads(n); the sgemm roof is one
+thread's.
+
+Each case line: case, op, shape (ours' NHWC / HWIO shapes), pass, threads, ours_ms and
 torch_ms (medians, measured interleaved), ratio = ours_ms / torch_ms, gflops (ours;
 conv 2*N*OH*OW*Cout*KH*KW*Cin/groups per pass, x3 for fwd+bwd, x2 when the input
 gradient is skipped; null for memory-bound ops, which report gb_s: the bytes of
@@ -51,6 +57,7 @@ def parse_args(argv):
     mode.add_argument("--smoke", action="store_true", help="2 tiny cases, no compile probe (seconds)")
     mode.add_argument("--compile-only", action="store_true",
                       help="only measure numba compile times (cold and warm cache)")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="do not re-execute with the MALLOC_*_THRESHOLD_ settings")
     p.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
@@ -543,7 +550,7 @@ def run_case(case, budget_s, min_rounds):
         rec = {
             "case": case.name, "op": case.op, "shape": case.shape, "pass": pass_,
             "ours_ms": round(ours_s * 1e3, 4), "torch_ms": round(torch_times[best] * 1e3, 4),
-            "ratio": round(ours_s / torch_times[best], 4),
+            "ratio": significant(ours_s / torch_times[best]),
             "gflops": round(flops / ours_s / 1e9, 3) if flops else None,
             "torch_gflops": round(flops / torch_times[best] / 1e9, 3) if flops else None,
             "torch_layout": best,
@@ -559,25 +566,66 @@ def run_case(case, budget_s, min_rounds):
     return records
 
 
+def significant(x, digits=4):
+    """x to `digits` significant digits: a ratio far from 1 (torch's OpenMP team
+    waiting on a busy core can take 100x longer) keeps its precision."""
+    return float(f"{x:.{digits}g}")
+
+
 def geomean(values):
     values = list(values)
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
-def environment(torch):
-    import numba
+def parse_thread_counts(text):
+    """--threads "1,2" -> [1, 2]; a SystemExit naming the option otherwise."""
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--threads: expected comma-separated integers >= 1, received {text!r}")
+    return counts
+
+
+def machine():
+    """CPU model and its widest vector ISA: the kernels' speed and ratios depend on both."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    isa = ("avx512+amx" if "amx_tile" in flags else "avx512" if "avx512f" in flags
+           else "avx2+fma" if {"avx2", "fma"} <= flags else "avx2" if "avx2" in flags else "older than avx2")
+    return {"cpu_model": model, "isa": isa}
+
+
+def environment(torch, thread_counts=None):
     from threadpoolctl import threadpool_info
 
     return {
+        **machine(),
         "threads": {
             **{var: os.environ.get(var) for var in THREAD_VARS},
-            "torch": torch.get_num_threads() if torch else None,
-            "numba": numba.get_num_threads(),
-            "blas": [{"library": i.get("internal_api"), "num_threads": i.get("num_threads")}
-                     for i in threadpool_info()],
+            "counts": thread_counts,
+            "blas": [{"library": i.get("internal_api"), "num_threads": i.get("num_threads"),
+                      "kernel": i.get("architecture")} for i in threadpool_info()],
         },
         "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},
     }
+
+
+def use_threads(n, torch):
+    from bigdl_py.kernels import threads
+
+    threads.set_num_threads(n)
+    torch.set_num_threads(n)
 
 
 def main(argv):
@@ -588,6 +636,7 @@ def main(argv):
     if not args.no_malloc_tuning:
         reexec_with_malloc_tuning()
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    thread_counts = parse_thread_counts(args.threads)
     load_start = os.getloadavg()[0]
 
     compile_cold = compile_warm = None
@@ -606,45 +655,53 @@ def main(argv):
 
     import torch
 
-    torch.set_num_threads(1)
+    use_threads(1, torch)
     gemm_n = 256 if mode == "smoke" else 2048
     log(f"numpy sgemm {gemm_n}^3...")
     gemm = sgemm_gflops(gemm_n)
 
     budget_s, min_rounds = {"smoke": (0.05, 3), "quick": (1.0, 5), "full": (3.0, 7)}[mode]
     records, failures = [], []
-    for case in build_cases(mode):
-        log(f"{case.name}...")
-        try:
-            recs = run_case(case, budget_s, min_rounds)
-        except AssertionError as e:
-            failures.append(str(e))
-            log(f"FAILED {e}")
-            continue
-        for rec in recs:
-            print(json.dumps(rec), flush=True)
-        records.extend(recs)
+    cases = build_cases(mode)
+    for threads in thread_counts:
+        use_threads(threads, torch)
+        for case in cases:
+            log(f"{case.name} threads={threads}...")
+            try:
+                recs = run_case(case, budget_s, min_rounds)
+            except AssertionError as e:
+                failures.append(f"threads={threads}: {e}")
+                log(f"FAILED {e}")
+                continue
+            for rec in recs:
+                rec["threads"] = threads
+                print(json.dumps(rec), flush=True)
+            records.extend(recs)
+    use_threads(1, torch)
 
-    resnet = [r["gflops"] for r in records
-              if r["case"].startswith("resnet20_3x3") and r["pass"] == "fwd+bwd"]
+    def summarise(threads):
+        recs = [r for r in records if r["threads"] == threads]
+        resnet = [r["gflops"] for r in recs if r["case"].startswith("resnet20_3x3") and r["pass"] == "fwd+bwd"]
+        ratios = {key: geomean(r["ratio"] for r in recs if r["pass"] == pass_)
+                  for key, pass_ in (("geomean_ratio_fwd_bwd", "fwd+bwd"), ("geomean_ratio_fwd", "fwd"))}
+        return {**{k: round(v, 4) if v is not None else None for k, v in ratios.items()},
+                "conv3x3_resnet20_fraction_of_gemm": (round(geomean(resnet) / gemm, 4) if resnet else None)}
+
+    by_threads = {t: summarise(t) for t in thread_counts}
     summary = {
         "summary": True,
         "mode": mode,
-        "geomean_ratio_fwd_bwd": geomean(r["ratio"] for r in records if r["pass"] == "fwd+bwd"),
-        "geomean_ratio_fwd": geomean(r["ratio"] for r in records if r["pass"] == "fwd"),
+        **by_threads[thread_counts[0]],
+        "by_threads": by_threads,
         "gemm_gflops_1thread": round(gemm, 2),
         "gemm_n": gemm_n,
-        "conv3x3_resnet20_fraction_of_gemm": (round(geomean(resnet) / gemm, 4) if resnet else None),
         **summary_compile,
-        **environment(torch),
+        **environment(torch, thread_counts),
         "torch_version": torch.__version__,
         "cpu_count": os.cpu_count(),
         "loadavg_1min_start_end": [load_start, os.getloadavg()[0]],
         "failed_checks": failures,
     }
-    for key in ("geomean_ratio_fwd_bwd", "geomean_ratio_fwd"):
-        if summary[key] is not None:
-            summary[key] = round(summary[key], 4)
     print(json.dumps(summary), flush=True)
     return 1 if failures else 0
 

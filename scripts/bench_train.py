@@ -17,7 +17,8 @@ system and case runs in its own subprocess, so each is that system's own peak);
 ours_loop_samples_s (ours as a bare forward / backward / update loop on one fixed
 batch) and engine_overhead_pct (how much more CPU time per sample the engine
 spends than that loop: batch gathering, finiteness checks, logging); params (both
-systems' parameter counts, which must agree); threads_effective.
+systems' parameter counts, which must agree); threads_effective. The summary line
+names the CPU model and its widest vector ISA.
 
 Throughput is timed between iterations `warmup` and `warmup + k`, where k is the
 first count whose time reaches the budget (and >= min_iters): the end-of-iteration
@@ -176,7 +177,7 @@ def run_ours(name, threads, budget_s, warmup, min_iters):
     return {"samples_s": engine, "samples_cpu_s": engine_cpu, "iterations": engine_iters, "loop_samples_s": loop,
             "loop_samples_cpu_s": loop_cpu,
             "params": int(weights.size), "peak_rss_mb": peak_rss_mb(),
-            "threads_effective": {"numba": kthreads.get_num_threads(), "blas": blas}}
+            "threads_effective": {"kernels": kthreads.get_num_threads(), "blas": blas}}
 
 
 # ---------------------------------------------------------------- torch
@@ -361,8 +362,10 @@ def main(argv):
         "geomean_cpu_ratio_by_threads": {t: round(geomean(r), 4) for t, r in cpu_ratios.items()},
         "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},
         "thread_setup": (f"each subprocess: {'/'.join(THREAD_VARS)} = the case's threads; ours calls "
-                         "kernels.threads.set_num_threads(n), torch torch.set_num_threads(n)"),
+                         "kernels.threads.set_num_threads(n) (minibatch tasks on n threads, BLAS at 1), "
+                         "torch torch.set_num_threads(n)"),
         "torch_version": importlib.metadata.version("torch"),
+        **bench_kernels.machine(),
         "cpu_count": os.cpu_count(),
         "loadavg_1min_start_end": [load_start, os.getloadavg()[0]],
         "wall_s": round(time.perf_counter() - start, 1),

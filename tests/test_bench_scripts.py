@@ -9,10 +9,11 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "scripts", "bench_kernels.py")
 
-CASE_KEYS = {"case", "op", "shape", "pass", "ours_ms", "torch_ms", "ratio", "gflops", "torch_layout"}
+CASE_KEYS = {"case", "op", "shape", "pass", "threads", "ours_ms", "torch_ms", "ratio", "gflops", "torch_layout"}
 SUMMARY_KEYS = {
     "summary", "geomean_ratio_fwd_bwd", "geomean_ratio_fwd", "gemm_gflops_1thread",
     "conv3x3_resnet20_fraction_of_gemm", "compile_cold_s", "compile_warm_s", "malloc_env", "threads",
+    "by_threads", "cpu_model", "isa",
 }
 MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 
@@ -25,12 +26,12 @@ def run_bench(*args, timeout):
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
-def test_smoke_prints_one_line_per_case_and_pass_then_a_summary():
+def test_smoke_prints_one_line_per_case_pass_and_thread_count_then_a_summary():
     lines = run_bench("--smoke", timeout=180)
     *cases, summary = lines
-    assert len(cases) == 4  # 2 cases x (fwd, fwd+bwd)
-    assert {(c["case"], c["pass"]) for c in cases} == {
-        (name, p) for name in ("smoke_conv3x3", "smoke_linear") for p in ("fwd", "fwd+bwd")
+    assert len(cases) == 8  # 2 cases x (fwd, fwd+bwd) x threads (1, 2)
+    assert {(c["case"], c["pass"], c["threads"]) for c in cases} == {
+        (name, p, t) for name in ("smoke_conv3x3", "smoke_linear") for p in ("fwd", "fwd+bwd") for t in (1, 2)
     }
     for c in cases:
         assert CASE_KEYS <= c.keys(), c
@@ -44,9 +45,19 @@ def test_smoke_prints_one_line_per_case_and_pass_then_a_summary():
     assert SUMMARY_KEYS <= summary.keys()
     assert summary["summary"] is True and summary["failed_checks"] == []
     assert summary["gemm_gflops_1thread"] > 0
-    # the script re-executed itself with the malloc settings, single-threaded
+    # the script re-executed itself with the malloc settings
     assert summary["malloc_env"] == MALLOC_TUNING
-    assert summary["threads"]["torch"] == 1 and summary["threads"]["numba"] == 1
+    assert summary["threads"]["counts"] == [1, 2]
+    assert set(summary["by_threads"]) == {"1", "2"}
+    assert summary["geomean_ratio_fwd_bwd"] == summary["by_threads"]["1"]["geomean_ratio_fwd_bwd"]
+    assert summary["cpu_model"] and summary["isa"] in {"avx512+amx", "avx512", "avx2+fma", "avx2", "older than avx2"}
+
+
+def test_threads_option_rejects_a_bad_count():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    proc = subprocess.run([sys.executable, BENCH, "--smoke", "--threads", "0,2"], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=REPO)
+    assert proc.returncode != 0 and "--threads: expected comma-separated integers >= 1" in proc.stderr
 
 
 @pytest.mark.slow

@@ -1,0 +1,116 @@
+"""Work sharing across the minibatch: independent tasks spread over this process's threads.
+
+The caller and (threads - 1) pool threads take task indices from one shared counter,
+so whoever is running does the work. A helper that the OS has not scheduled by the
+time the caller runs out of tasks is cancelled rather than waited for: on a loaded
+machine (more runnable threads than cores) a second thread then costs at most the
+one task it is running, where a BLAS or OpenMP team waits for every member at every
+call (OpenBLAS at 2 threads made a ResNet-20 training step 23x slower than at 1 on
+this 2-core machine under a load of 5, see docs/ARCHITECTURE.md).
+
+Tasks must write disjoint outputs (or per-task partials the caller reduces in task
+order), so the result does not depend on which thread ran which task.
+"""
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+_threads = 1
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def set_threads(n):
+    """Run tasks on n threads (the caller and n - 1 pool threads)."""
+    global _threads
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n: expected an integer >= 1, received {n!r}")
+    _threads = n
+
+
+def get_threads():
+    return _threads
+
+
+def _executor(helpers):
+    """The shared pool, grown to at least `helpers` threads."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < helpers:
+            old, _pool = _pool, ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="bigdl_py-kernels")
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+def run_tasks(task, n_tasks):
+    """Call task(i) once for every i in range(n_tasks), on up to get_threads() threads.
+
+    Returns when all tasks are done; an exception from a task is raised here.
+    """
+    helpers = min(_threads, n_tasks) - 1
+    if helpers <= 0:
+        for i in range(n_tasks):
+            task(i)
+        return
+    counter = itertools.count()  # next() on it is atomic under the GIL
+
+    def work():
+        for i in counter:
+            if i >= n_tasks:
+                return
+            task(i)
+
+    pool = _executor(helpers)
+    futures = [pool.submit(work) for _ in range(helpers)]
+    try:
+        work()
+    finally:
+        for future in futures:
+            if not future.cancel():
+                future.result()
+
+
+# Row-block tasks of memory-bound passes: at least this many elements each (256 KB of
+# float32, so that a hand-off costs a few percent of the task), and at most _MAX_BLOCKS.
+_MIN_BLOCK_ELEMENTS = 1 << 16
+_MAX_BLOCKS = 8
+
+
+def blocks(rows, row_size=1):
+    """[(start, stop)]: rows cut into contiguous blocks for tasks. The count depends on
+    the sizes only, never on the thread count, so sums of per-block partials (taken in
+    block order) are the same bits at any thread count."""
+    n = max(1, min(_MAX_BLOCKS, rows, rows * row_size // _MIN_BLOCK_ELEMENTS))
+    step = -(-rows // n)
+    return [(i * step, min(rows, (i + 1) * step)) for i in range(n)]
+
+
+def for_blocks(fn, rows, row_size=1):
+    """fn(start, stop) for every block of blocks(rows, row_size), as tasks."""
+    bounds = blocks(rows, row_size)
+    run_tasks(lambda i: fn(*bounds[i]), len(bounds))
+
+
+# A GEMM is split only above this many multiply-adds (~15 us on one core at the
+# ~70 GFLOPS of an AVX2 sgemm): below it a task hand-off costs more than it saves.
+_MIN_SPLIT_MACS = 500_000
+
+
+def matmul_rows(a, b, out):
+    """out = a @ b, its row blocks (of >= 32 rows, up to 4 per thread) computed as tasks.
+
+    Several blocks per thread, so that a thread the OS stops mid-task holds back a
+    small share. Each row of out is one BLAS call's row whichever block holds it, over
+    the same K, so the bits do not depend on the thread count.
+    """
+    rows = out.shape[0]
+    parts = min(4 * _threads, rows // 32)
+    if _threads == 1 or parts <= 1 or rows * a.shape[1] * b.shape[1] < _MIN_SPLIT_MACS:
+        np.matmul(a, b, out=out)
+        return
+    block = -(-rows // parts)
+    run_tasks(lambda i: np.matmul(a[i * block : (i + 1) * block], b, out=out[i * block : (i + 1) * block]),
+              -(-rows // block))

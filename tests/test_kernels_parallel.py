@@ -1,0 +1,161 @@
+"""Work sharing across threads (kernels/parallel.py) and the kernels that use it."""
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from bigdl_py.kernels import parallel, threads
+from bigdl_py.kernels.conv import conv2d_backward, conv2d_forward, conv2d_output_shape
+from bigdl_py.kernels.linear import linear_backward, linear_forward
+from bigdl_py.kernels.norm import batchnorm_backward, batchnorm_forward_train
+from bigdl_py.kernels.activation import add_relu, relu_backward
+
+
+@pytest.fixture
+def two_threads():
+    threads.set_num_threads(2)
+    try:
+        yield
+    finally:
+        threads.set_num_threads(1)
+
+
+def test_every_task_runs_once_and_the_caller_takes_part(two_threads):
+    seen, lock = [], threading.Lock()
+
+    def task(i):
+        with lock:
+            seen.append((i, threading.current_thread().name))
+
+    parallel.run_tasks(task, 50)
+    assert sorted(i for i, _ in seen) == list(range(50))
+
+
+def test_the_caller_does_not_wait_for_a_helper_that_never_starts(two_threads):
+    """A busy pool thread stands in for one the OS has not scheduled: the caller runs
+    every task itself and returns without it."""
+    release = threading.Event()
+    blocker = parallel._executor(1).submit(release.wait, 60)
+    try:
+        done = []
+        parallel.run_tasks(lambda i: done.append(threading.current_thread().name), 10)
+        assert done == [threading.current_thread().name] * 10
+        assert not blocker.done()
+    finally:
+        release.set()
+        blocker.result()
+
+
+def test_a_task_exception_reaches_the_caller(two_threads):
+    def task(i):
+        if i == 7:
+            raise KeyError("task 7")
+
+    with pytest.raises(KeyError, match="task 7"):
+        parallel.run_tasks(task, 20)
+
+
+def test_tasks_submitted_from_a_task_finish(two_threads):
+    out = np.zeros((4, 4))
+
+    def inner(row):
+        return lambda j: out.__setitem__((row, j), row * 4 + j)
+
+    parallel.run_tasks(lambda i: parallel.run_tasks(inner(i), 4), 4)
+    assert np.array_equal(out.ravel(), np.arange(16))
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, True, "2"])
+def test_thread_count_must_be_a_positive_integer(n):
+    with pytest.raises(ValueError, match="n: expected an integer >= 1"):
+        threads.set_num_threads(n)
+
+
+def test_kernel_threads_keep_blas_at_one_thread(two_threads):
+    assert threads.get_num_threads() == 2
+    assert {i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"} == {1}
+
+
+# (x shape NHWC, w shape HWIO, stride, padding): the im2col+GEMM paths, 1x1, dx by the
+# flipped conv and by col2im, and batches smaller than the task count.
+CASES = {
+    "3x3_same_16ch": ((10, 9, 8, 16), (3, 3, 16, 8), 1, 1),
+    "3x3_stride2": ((9, 11, 10, 5), (3, 3, 5, 7), 2, 1),
+    "5x5_valid": ((12, 12, 12, 6), (5, 5, 6, 16), 1, 0),
+    "1x1": ((7, 6, 5, 12), (1, 1, 12, 9), 1, 0),
+    "batch_3": ((3, 8, 8, 4), (3, 3, 4, 6), 1, 1),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_gives_the_same_bits_on_one_and_two_threads(case):
+    x_shape, w_shape, stride, padding = CASES[case]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal(w_shape, dtype=np.float32)
+    b = rng.standard_normal(w_shape[3], dtype=np.float32)
+    gy = rng.standard_normal(conv2d_output_shape(x_shape, w_shape, stride, padding), dtype=np.float32)
+    results = []
+    for n in (1, 2):
+        threads.set_num_threads(n)
+        try:
+            y = conv2d_forward(x, w, b, stride, padding, relu=True)
+            results.append((y, *conv2d_backward(x, w, gy, stride, padding)))
+        finally:
+            threads.set_num_threads(1)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("n, fin, fout", [(512, 64, 256), (512, 256, 128), (130, 77, 33), (8, 64, 64)])
+def test_linear_gives_the_same_bits_on_one_and_two_threads(n, fin, fout):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, fin), dtype=np.float32)
+    w = rng.standard_normal((fout, fin), dtype=np.float32)
+    b = rng.standard_normal(fout, dtype=np.float32)
+    gy = rng.standard_normal((n, fout), dtype=np.float32)
+    results = []
+    for threads_ in (1, 2):
+        threads.set_num_threads(threads_)
+        try:
+            results.append((linear_forward(x, w, b), *linear_backward(x, w, gy)))
+        finally:
+            threads.set_num_threads(1)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+    np.testing.assert_allclose(results[1][0], x.astype(np.float64) @ w.T.astype(np.float64) + b, rtol=1e-4, atol=1e-4)
+
+
+def test_blocks_cover_the_rows_in_order_and_do_not_depend_on_threads(two_threads):
+    assert parallel.blocks(10) == [(0, 10)]  # too small to split
+    bounds = parallel.blocks(4096, 64)
+    assert len(bounds) == 4 and bounds[0][0] == 0 and bounds[-1][1] == 4096
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    threads.set_num_threads(1)
+    assert parallel.blocks(4096, 64) == bounds
+
+
+def test_batchnorm_and_relu_over_blocks_match_float64_and_one_thread():
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((64, 16, 16, 32)) * 3 + 5).astype(np.float32)  # 8 blocks
+    gamma, beta = rng.standard_normal(32, dtype=np.float32), rng.standard_normal(32, dtype=np.float32)
+    gy = rng.standard_normal(x.shape, dtype=np.float32)
+    results = []
+    for n in (1, 2):
+        threads.set_num_threads(n)
+        try:
+            y, mean, invstd = batchnorm_forward_train(x, gamma, beta, None, None, relu=True)
+            results.append((y, mean, invstd, *batchnorm_backward(x, gamma, gy, mean, invstd, y=y),
+                            relu_backward(x, None, gy), add_relu(x, gy)))
+        finally:
+            threads.set_num_threads(1)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+    x64 = x.astype(np.float64).reshape(-1, 32)
+    mean64, var64 = x64.mean(0), x64.var(0)
+    y64 = np.maximum((x64 - mean64) / np.sqrt(var64 + 1e-5) * gamma + beta, 0)
+    np.testing.assert_allclose(results[1][1], mean64, rtol=1e-6)
+    np.testing.assert_allclose(results[1][0].reshape(-1, 32), y64, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(results[1][6], np.where(x > 0, gy, 0))
+    np.testing.assert_array_equal(results[1][7], np.maximum(x + gy, 0))
