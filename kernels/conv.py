@@ -167,7 +167,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu
             x, w, bias, y, *geo.stride, *geo.padding, *geo.dilation, has_bias, bool(relu), cap
         )
     elif geo.one_channel and not geo.pointwise:
-        _one_channel_forward(x, w, bias, y, has_bias, bool(relu), cap)
+        images = _image_blocks(geo.n)
+        run_tasks(lambda t: _one_channel_forward(x[images[t]], w, bias, y[images[t]], has_bias, bool(relu), cap),
+                  len(images))
     else:
         _gemm_conv(x, w, y, geo, bias, has_bias, bool(relu), cap)
     return y
@@ -205,7 +207,7 @@ def conv2d_backward(
             *geo.stride, *geo.padding, *geo.dilation, need_dx,
         )
     elif geo.one_channel and not geo.pointwise:
-        _one_channel_weight_grad(x, grad_y, dw)
+        _one_channel_weight_grad_blocks(x, grad_y, dw)
         if need_dx:  # rare: a one-channel input that is not the model's input (its dw is recomputed)
             _gemm_conv_backward(x, w, grad_y, dx, np.empty_like(w), geo)
     elif geo.dx_padding is not None:
@@ -293,6 +295,13 @@ def _backward_tasks(n):
     any thread count; several per thread, so that a thread the OS delays leaves
     little for the others to wait on."""
     return max(1, min(n, _BACKWARD_TASKS))
+
+
+def _image_blocks(n):
+    """_backward_tasks(n) slices of whole images covering a batch of n, in order."""
+    n_tasks = _backward_tasks(n)
+    images = -(-n // n_tasks)
+    return [slice(t * images, min(n, (t + 1) * images)) for t in range(n_tasks)]
 
 
 def _gemm_conv_backward(x, w, grad_y, dx, dw, geo):
@@ -443,7 +452,7 @@ def _span_positions(oh_, ow_, w_):
     return positions
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _one_channel_forward(x, w, b, y, has_bias, relu, cap):
     """Stride-1 unpadded conv of a one-channel input, one image at a time.
 
@@ -485,21 +494,34 @@ def _one_channel_forward(x, w, b, y, has_bias, relu, cap):
                 yf[o + co] = min(max(v, zero), cap) if relu else v
 
 
-@njit(cache=True, fastmath={"reassoc"})
-def _one_channel_weight_grad(x, grad_y, dw):
-    """dw of the stride-1 unpadded one-channel conv, in the layout of _one_channel_forward:
-    per image, grad_y is laid out as SPAN positions per channel (zeros past each output
-    row), and dw[tap, co] gains the dot product of the shifted image with channel co.
-    The dots are reassociated to vectorise; images are summed in float64.
+def _one_channel_weight_grad_blocks(x, grad_y, dw):
+    """dw of the one-channel conv: float64 sums per block of images (_image_blocks) as
+    tasks, added in block order, so the bits do not depend on the thread count."""
+    images = _image_blocks(x.shape[0])
+    partials = np.zeros((len(images), dw.size))
+    run_tasks(lambda t: _one_channel_weight_sums(x[images[t]], grad_y[images[t]], dw.shape, partials[t]),
+              len(images))
+    total = partials[0]
+    for partial in partials[1:]:
+        total += partial
+    dw.reshape(-1)[:] = total
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _one_channel_weight_sums(x, grad_y, dw_shape, total):
+    """dw of the stride-1 unpadded one-channel conv, in the layout of _one_channel_forward,
+    added into total (float64, dw's size): per image, grad_y is laid out as SPAN
+    positions per channel (zeros past each output row), and dw[tap, co] gains the dot
+    product of the shifted image with channel co. The dots are reassociated to
+    vectorise; images are summed in float64.
     """
     n_, h_, w_, _ = x.shape
-    kh_, kw_, cout = dw.shape[0], dw.shape[1], dw.shape[3]
+    kh_, kw_, cout = dw_shape[0], dw_shape[1], dw_shape[3]
     oh_, ow_ = grad_y.shape[1], grad_y.shape[2]
     span, ucout = uint64((oh_ - 1) * w_ + ow_), uint64(cout)
-    xf, gf, dwf = x.reshape(-1), grad_y.reshape(-1), dw.reshape(-1)
+    xf, gf = x.reshape(-1), grad_y.reshape(-1)
     g = np.zeros(ucout * span, grad_y.dtype)  # the zeros past each row are never overwritten
     positions = _span_positions(oh_, ow_, w_)
-    total = np.zeros(dwf.size, np.float64)
     for n in range(n_):
         image = uint64(n * h_ * w_)
         out = uint64(n * oh_ * ow_ * cout)
@@ -516,8 +538,6 @@ def _one_channel_weight_grad(x, grad_y, dw):
                     for p in range(span):
                         s += xf[src + p] * g[base + p]
                     total[uint64((i * kw_ + k) * cout) + co] += s
-    for j in range(dwf.size):
-        dwf[j] = total[j]
 
 
 @njit(cache=True)

@@ -1,8 +1,12 @@
-"""Max, average and global average pooling on NHWC activations (PyTorch semantics)."""
+"""Max, average and global average pooling on NHWC activations (PyTorch semantics).
+
+Max pooling runs in blocks of whole images over the kernel threads (parallel.run_tasks).
+"""
 import numpy as np
 from numba import njit
 
 from ._checks import check_array, check_pair, check_shape
+from .parallel import blocks, run_tasks
 
 
 def _out_size(size, k, s, p, ceil_mode):
@@ -49,7 +53,7 @@ def pool2d_output_shape(x_shape, kernel, stride=None, padding=0, ceil_mode=False
     return (x_shape[0], oh, ow, x_shape[3])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg):
     n_, h_, w_, c_ = x.shape
     _, oh_, ow_, _ = y.shape
@@ -82,7 +86,7 @@ def _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg):
                             arg[n, oh, ow, c] = idx if better else arg[n, oh, ow, c]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _maxpool_bwd(g, arg, dx):
     # dx is (N, H*W, C); returns False if an argmax index is out of range.
     n_, oh_, ow_, c_ = g.shape
@@ -113,8 +117,19 @@ def maxpool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=False):
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_params(x.shape, kernel, stride, padding, ceil_mode)
     y = np.empty((x.shape[0], oh, ow, x.shape[3]), dtype=x.dtype)
     arg = np.empty(y.shape, dtype=np.int32)
-    _maxpool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg)
+    images = _image_blocks(x)
+
+    def block_task(t):
+        i = slice(*images[t])
+        _maxpool_fwd(x[i], kh, kw, sh, sw, ph, pw, y[i], arg[i])
+
+    run_tasks(block_task, len(images))
     return y, arg
+
+
+def _image_blocks(x):
+    """[(start, stop)] of whole images of x (N, ...), one task each."""
+    return blocks(x.shape[0], x[0].size if x.shape[0] else 1)
 
 
 def maxpool2d_backward(grad_y, argmax, x_shape):
@@ -134,7 +149,15 @@ def maxpool2d_backward(grad_y, argmax, x_shape):
         )
     n, h, w, c = x_shape
     dx = np.zeros((n, h * w, c), dtype=grad_y.dtype)
-    if not _maxpool_bwd(grad_y, argmax, dx):
+    images = _image_blocks(dx)
+    in_range = [True] * len(images)
+
+    def block_task(t):
+        i = slice(*images[t])
+        in_range[t] = _maxpool_bwd(grad_y[i], argmax[i], dx[i])
+
+    run_tasks(block_task, len(images))
+    if not all(in_range):
         raise ValueError(f"argmax: expected indices in [0, {h * w}) for x_shape {x_shape}, received "
                          f"values in [{argmax.min()}, {argmax.max()}]")
     return dx.reshape(x_shape)

@@ -9,6 +9,7 @@ from bigdl_py.kernels import parallel, threads
 from bigdl_py.kernels.conv import conv2d_backward, conv2d_forward, conv2d_output_shape
 from bigdl_py.kernels.linear import linear_backward, linear_forward
 from bigdl_py.kernels.norm import batchnorm_backward, batchnorm_forward_train
+from bigdl_py.kernels.pool import maxpool2d_backward, maxpool2d_forward
 from bigdl_py.kernels.activation import add_relu, relu_backward
 
 
@@ -78,13 +79,15 @@ def test_kernel_threads_keep_blas_at_one_thread(two_threads):
 
 
 # (x shape NHWC, w shape HWIO, stride, padding): the im2col+GEMM paths, 1x1, dx by the
-# flipped conv and by col2im, and batches smaller than the task count.
+# flipped conv and by col2im, batches smaller than the task count, and the direct
+# one-channel conv.
 CASES = {
     "3x3_same_16ch": ((10, 9, 8, 16), (3, 3, 16, 8), 1, 1),
     "3x3_stride2": ((9, 11, 10, 5), (3, 3, 5, 7), 2, 1),
     "5x5_valid": ((12, 12, 12, 6), (5, 5, 6, 16), 1, 0),
     "1x1": ((7, 6, 5, 12), (1, 1, 12, 9), 1, 0),
     "batch_3": ((3, 8, 8, 4), (3, 3, 4, 6), 1, 1),
+    "one_channel_5x5": ((19, 28, 28, 1), (5, 5, 1, 6), 1, 0),  # LeNet-5's conv1, 8 uneven image blocks
 }
 
 
@@ -159,3 +162,33 @@ def test_batchnorm_and_relu_over_blocks_match_float64_and_one_thread():
     np.testing.assert_allclose(results[1][0].reshape(-1, 32), y64, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(results[1][6], np.where(x > 0, gy, 0))
     np.testing.assert_array_equal(results[1][7], np.maximum(x + gy, 0))
+
+
+def test_maxpool_over_image_blocks_matches_one_thread_and_a_reshape_max():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((128, 24, 24, 6), dtype=np.float32)  # LeNet-5's first pool: 6 image blocks
+    gy = rng.standard_normal((128, 12, 12, 6), dtype=np.float32)
+    results = []
+    for n in (1, 2):
+        threads.set_num_threads(n)
+        try:
+            y, arg = maxpool2d_forward(x, 2)
+            results.append((y, arg, maxpool2d_backward(gy, arg, x.shape)))
+        finally:
+            threads.set_num_threads(1)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+    y, _, dx = results[1]
+    windows = x.reshape(128, 12, 2, 12, 2, 6)
+    np.testing.assert_array_equal(y, windows.max(axis=(2, 4)))
+    # each window's gradient lands on its max and nowhere else
+    is_max = windows == y[:, :, None, :, None, :]
+    np.testing.assert_array_equal(dx.reshape(windows.shape), np.where(is_max, gy[:, :, None, :, None, :], 0))
+
+
+def test_maxpool_backward_names_an_out_of_range_argmax_in_any_block(two_threads):
+    gy = np.ones((128, 12, 12, 6), np.float32)
+    arg = np.zeros(gy.shape, np.int32)
+    arg[-1, 0, 0, 0] = 24 * 24  # in the last image block only
+    with pytest.raises(ValueError, match="argmax: expected indices in"):
+        maxpool2d_backward(gy, arg, (128, 24, 24, 6))
