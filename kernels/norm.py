@@ -36,13 +36,19 @@ def _check_float(name, v, low, low_inclusive=True, high=None):
 
 @njit(cache=True, nogil=True)
 def _bn_sums(x, shift, s1, s2):
-    # float64 sums of d = x - shift and d^2 per channel into s1, s2, in one pass over x.
+    # float64 sums of d = x - shift and d^2 per channel, written to s1, s2, in one pass
+    # over x. The sums run in arrays of this call, not in s1, s2: those are rows of one
+    # array that other threads' blocks write too, and a store per value into shared
+    # cache lines made two threads 2x slower than one (docs/ARCHITECTURE.md, "Threads").
     m, c_ = x.shape
+    a1, a2 = np.zeros(c_), np.zeros(c_)
     for i in range(m):
         for c in range(c_):
             d = x[i, c] - shift[c]
-            s1[c] += d
-            s2[c] += d * d
+            a1[c] += d
+            a2[c] += d * d
+    s1[:] = a1
+    s2[:] = a2
 
 
 def _bn_stats(x):
@@ -91,14 +97,18 @@ def _channel_affine_blocks(x, a, b, y, relu):
 
 @njit(cache=True, nogil=True)
 def _bn_grad_sums(x, g, y, mean, relu, sum_g, sum_gxc):
-    # Sums of g and g * (x - mean) per channel, added into sum_g, sum_gxc.
+    # Sums of g and g * (x - mean) per channel, written to sum_g, sum_gxc; they run in
+    # arrays of this call, as in _bn_sums.
     # With relu, g is the gradient after the fused ReLU: only where y > 0 does it reach x.
     m, c_ = x.shape
+    a_g, a_gxc = np.zeros(c_), np.zeros(c_)
     for i in range(m):
         for c in range(c_):
             gi = 0 if relu and y[i, c] <= 0 else g[i, c]
-            sum_g[c] += gi
-            sum_gxc[c] += gi * (x[i, c] - mean[c])
+            a_g[c] += gi
+            a_gxc[c] += gi * (x[i, c] - mean[c])
+    sum_g[:] = a_g
+    sum_gxc[:] = a_gxc
 
 
 @njit(cache=True, nogil=True)

@@ -73,41 +73,47 @@ def run_tasks(task, n_tasks):
                 future.result()
 
 
-# Row-block tasks of memory-bound passes: at least this many elements each (256 KB of
-# float32, so that a hand-off costs a few percent of the task), and at most _MAX_BLOCKS.
-_MIN_BLOCK_ELEMENTS = 1 << 16
+# Row-block tasks of memory-bound passes: at least this many elements each (2 MB of
+# float32) unless the caller says otherwise, and at most _MAX_BLOCKS. Handing a task
+# to a pool thread costs ~100 us on this 2-vCPU VM (a wake-up, then the GIL), so a
+# block must hold more work than that: BatchNorm's forward over 1M values (~500 us)
+# gains on two threads in 2 blocks, at 256K values per block it lost ~100 us
+# (docs/ARCHITECTURE.md).
+_MIN_BLOCK_ELEMENTS = 1 << 19
 _MAX_BLOCKS = 8
 
 
-def blocks(rows, row_size=1):
-    """[(start, stop)]: rows cut into contiguous blocks for tasks. The count depends on
-    the sizes only, never on the thread count, so sums of per-block partials (taken in
-    block order) are the same bits at any thread count."""
-    n = max(1, min(_MAX_BLOCKS, rows, rows * row_size // _MIN_BLOCK_ELEMENTS))
+def blocks(rows, row_size=1, min_elements=_MIN_BLOCK_ELEMENTS):
+    """[(start, stop)]: rows cut into contiguous blocks of >= min_elements for tasks.
+    The count depends on the sizes only, never on the thread count, so sums of
+    per-block partials (taken in block order) are the same bits at any thread count."""
+    n = max(1, min(_MAX_BLOCKS, rows, rows * row_size // min_elements))
     step = -(-rows // n)
     return [(i * step, min(rows, (i + 1) * step)) for i in range(n)]
 
 
-def for_blocks(fn, rows, row_size=1):
-    """fn(start, stop) for every block of blocks(rows, row_size), as tasks."""
-    bounds = blocks(rows, row_size)
+def for_blocks(fn, rows, row_size=1, min_elements=_MIN_BLOCK_ELEMENTS):
+    """fn(start, stop) for every block of blocks(rows, row_size, min_elements), as tasks."""
+    bounds = blocks(rows, row_size, min_elements)
     run_tasks(lambda i: fn(*bounds[i]), len(bounds))
 
 
-# A GEMM is split only above this many multiply-adds (~15 us on one core at the
-# ~70 GFLOPS of an AVX2 sgemm): below it a task hand-off costs more than it saves.
-_MIN_SPLIT_MACS = 500_000
+# A GEMM is split only above this many multiply-adds (~250 us on one core here): MLP
+# shapes of 4-8M multiply-adds (100-180 us) were slower on two threads than on one,
+# 16.8M went 340 -> 250 us (docs/ARCHITECTURE.md).
+_MIN_SPLIT_MACS = 12_000_000
 
 
 def matmul_rows(a, b, out):
-    """out = a @ b, its row blocks (of >= 32 rows, up to 4 per thread) computed as tasks.
+    """out = a @ b, its row blocks (of >= 32 rows, one per thread) computed as tasks.
 
-    Several blocks per thread, so that a thread the OS stops mid-task holds back a
-    small share. Each row of out is one BLAS call's row whichever block holds it, over
-    the same K, so the bits do not depend on the thread count.
+    One block per thread: each extra hand-off cost more than a thread the OS delays
+    holds back (8 blocks on 2 threads: 355 us for the 16.8M-multiply-add GEMM, 2: 250).
+    Each row of out is one BLAS call's row whichever block holds it, over the same K,
+    so the bits do not depend on the thread count.
     """
     rows = out.shape[0]
-    parts = min(4 * _threads, rows // 32)
+    parts = min(_threads, rows // 32)
     if _threads == 1 or parts <= 1 or rows * a.shape[1] * b.shape[1] < _MIN_SPLIT_MACS:
         np.matmul(a, b, out=out)
         return

@@ -111,7 +111,8 @@ def test_conv_gives_the_same_bits_on_one_and_two_threads(case):
         np.testing.assert_array_equal(one, two)
 
 
-@pytest.mark.parametrize("n, fin, fout", [(512, 64, 256), (512, 256, 128), (130, 77, 33), (8, 64, 64)])
+# split above 12M multiply-adds: 512x256x128 and 1030x129x97 (odd halves, dW too); the rest whole
+@pytest.mark.parametrize("n, fin, fout", [(512, 64, 256), (512, 256, 128), (1030, 129, 97), (8, 64, 64)])
 def test_linear_gives_the_same_bits_on_one_and_two_threads(n, fin, fout):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, fin), dtype=np.float32)
@@ -132,17 +133,19 @@ def test_linear_gives_the_same_bits_on_one_and_two_threads(n, fin, fout):
 
 def test_blocks_cover_the_rows_in_order_and_do_not_depend_on_threads(two_threads):
     assert parallel.blocks(10) == [(0, 10)]  # too small to split
-    bounds = parallel.blocks(4096, 64)
-    assert len(bounds) == 4 and bounds[0][0] == 0 and bounds[-1][1] == 4096
+    assert parallel.blocks(4096, 64) == [(0, 4096)]  # 256K values: less than a hand-off is worth
+    bounds = parallel.blocks(16384, 128)
+    assert len(bounds) == 4 and bounds[0][0] == 0 and bounds[-1][1] == 16384
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert len(parallel.blocks(16384, 128, min_elements=1 << 20)) == 2
     threads.set_num_threads(1)
-    assert parallel.blocks(4096, 64) == bounds
+    assert parallel.blocks(16384, 128) == bounds
 
 
 def test_batchnorm_and_relu_over_blocks_match_float64_and_one_thread():
     rng = np.random.default_rng(2)
-    x = (rng.standard_normal((64, 16, 16, 32)) * 3 + 5).astype(np.float32)  # 8 blocks
-    gamma, beta = rng.standard_normal(32, dtype=np.float32), rng.standard_normal(32, dtype=np.float32)
+    x = (rng.standard_normal((64, 32, 32, 64)) * 3 + 5).astype(np.float32)  # BatchNorm in 8 blocks, ReLU in 2
+    gamma, beta = rng.standard_normal(64, dtype=np.float32), rng.standard_normal(64, dtype=np.float32)
     gy = rng.standard_normal(x.shape, dtype=np.float32)
     results = []
     for n in (1, 2):
@@ -155,18 +158,18 @@ def test_batchnorm_and_relu_over_blocks_match_float64_and_one_thread():
             threads.set_num_threads(1)
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
-    x64 = x.astype(np.float64).reshape(-1, 32)
+    x64 = x.astype(np.float64).reshape(-1, 64)
     mean64, var64 = x64.mean(0), x64.var(0)
     y64 = np.maximum((x64 - mean64) / np.sqrt(var64 + 1e-5) * gamma + beta, 0)
     np.testing.assert_allclose(results[1][1], mean64, rtol=1e-6)
-    np.testing.assert_allclose(results[1][0].reshape(-1, 32), y64, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(results[1][0].reshape(-1, 64), y64, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(results[1][6], np.where(x > 0, gy, 0))
     np.testing.assert_array_equal(results[1][7], np.maximum(x + gy, 0))
 
 
 def test_maxpool_over_image_blocks_matches_one_thread_and_a_reshape_max():
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((128, 24, 24, 6), dtype=np.float32)  # LeNet-5's first pool: 6 image blocks
+    x = rng.standard_normal((128, 24, 24, 6), dtype=np.float32)  # LeNet-5's first pool: 3 image blocks
     gy = rng.standard_normal((128, 12, 12, 6), dtype=np.float32)
     results = []
     for n in (1, 2):
