@@ -28,6 +28,7 @@ import time
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(SCRIPTS)
 sys.path.insert(0, SCRIPTS)
+from bench_machine import cpu_model_and_isa  # noqa: E402
 from bench_distributed import DEFAULTS, spark_floor, train_one_epoch  # noqa: E402
 from distri_job import median_breakdown  # noqa: E402
 
@@ -63,19 +64,7 @@ def parse_args(argv=None):
 
 def machine():
     """CPU model, widest vector ISA, cores and load: ratios on these machines depend on them."""
-    model, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    isa = ("avx512+amx" if "amx_tile" in flags else "avx512" if "avx512f" in flags
-           else "avx2+fma" if {"avx2", "fma"} <= flags else "avx2" if "avx2" in flags else "older than avx2")
+    model, isa = cpu_model_and_isa()
     return dict(cpu=model, isa=isa, cores=os.cpu_count(), loadavg=[round(v, 2) for v in os.getloadavg()])
 
 

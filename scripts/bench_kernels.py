@@ -44,6 +44,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from bench_machine import cpu_model_and_isa  # noqa: E402
+
 MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 # A fast wrong kernel must not post a time: outputs and gradients of ours and
 # torch agree to this fraction of the largest reference value.
@@ -590,19 +592,7 @@ def parse_thread_counts(text):
 
 def machine():
     """CPU model and its widest vector ISA: the kernels' speed and ratios depend on both."""
-    model, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    isa = ("avx512+amx" if "amx_tile" in flags else "avx512" if "avx512f" in flags
-           else "avx2+fma" if {"avx2", "fma"} <= flags else "avx2" if "avx2" in flags else "older than avx2")
+    model, isa = cpu_model_and_isa()
     return {"cpu_model": model, "isa": isa}
 
 
