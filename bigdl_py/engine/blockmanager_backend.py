@@ -39,6 +39,7 @@ class BlockManagerBackend(TrainingBackend):
                                           opt.data.key_partitions)
         self.model_config = json.dumps(opt.model.get_config())
         self.criterion_config = json.dumps(opt.criterion.get_config())
+        self.frozen = opt.model.frozen_ranges()  # read once, as the replicas are built from model_config
         self.upcoming = None  # (position, compute) of the next step, whose stages the driver built ahead
         self.norms = []
 
@@ -62,7 +63,7 @@ class BlockManagerBackend(TrainingBackend):
             compute = self._compute_at(epoch, iteration)
         self.upcoming = (next_pos, self._compute_at(*next_pos))
         update = _update_fn(opt.optim_method.get_config(), lr, step, self.boundaries, self.bounds, opt.clip_value,
-                            norms, opt.model.frozen_ranges())
+                            norms, self.frozen)
         reports, results = self.sync.step(compute, update, next_compute=self.upcoming[1])
         # The job of step t ran the update of step t - 1 (`results`; None when the weights came
         # from a start or a checkpoint): its norms, if it computed them, and its time as sync time.
