@@ -128,8 +128,10 @@ def run_mode(mode, x, y, x_test, y_test, args):
     """One session per mode: spark.task.cpus is fixed when the context starts."""
     from bigdl_py.spark_session import get_or_create_session
 
+    # The full epoch's 60,000 digits go through the driver JVM into the cached DataFrame: the
+    # default 1g heap runs out.
     spark = get_or_create_session(master="local[2]", app_name=f"bench_distributed_{mode}",
-                                  conf=MODES[mode]["conf"])
+                                  conf={"spark.driver.memory": "3g", **MODES[mode]["conf"]})
     try:
         partitions = MODES[mode]["partitions"]
         train_df = mnist_dataframe(spark, x, y, partitions).cache()
