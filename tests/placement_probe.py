@@ -1,5 +1,5 @@
 """Run on the simulated hosts with spark-submit: which host caches each data partition, trains it and
-updates each weight slice. Prints one JSON line.
+updates each weight slice, and where the ring's barrier tasks run. Prints one JSON line.
 
 The DataFrame's partitions are all cached on one executor, so every converted chunk is written there:
 Spark's own locality would put all data, training and updates on that one host.
@@ -7,11 +7,12 @@ Spark's own locality would put all data, training and updates on that one host.
 import json
 import os
 import sys
+import time
 
 import numpy as np
 from pyspark.sql import SparkSession
 
-from bigdl_py.data.partitions import materialize_dataframe
+from bigdl_py.data.partitions import grouped_by_rank, materialize_dataframe
 from bigdl_py.sync.blockmanager import BlockManagerAllReduce
 
 
@@ -26,6 +27,15 @@ def compute(p, weights):
 
 def update(s, weights, state, gradient_sum, count):
     return weights - gradient_sum, state, host()
+
+
+def ring_rank(records):
+    """A ring task: its rank and host, and every data record it received is a chunk of its partitions."""
+    from pyspark import BarrierTaskContext
+
+    rank = BarrierTaskContext.get().partitionId()
+    assert all(value[0] == "slot" or value[0] == rank for _, value in records)
+    return [(rank, host())]
 
 
 def main(partitions, cache_root):
@@ -44,10 +54,14 @@ def main(partitions, cache_root):
         sync.set_slices(lambda s, start, stop: (np.zeros(stop - start, np.float32), None))
         stats, _ = sync.step(compute, update)
         _, updated = sync.step(compute, update)  # runs the first step's pending update
+        t = time.perf_counter()
+        ring = grouped_by_rank([data], partitions).barrier().mapPartitions(ring_rank).collect()
+        ring_s = time.perf_counter() - t
     finally:
         spark.stop()
     print(json.dumps(dict(cached_on=cached_on, tokens=[token_hosts[p] for p in range(partitions)],
-                          compute=[s["host"] for s in stats], update=updated)), flush=True)
+                          compute=[s["host"] for s in stats], update=updated,
+                          ring=[h for _, h in sorted(ring)], ring_s=ring_s)), flush=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def test_each_host_has_a_private_tmp_and_all_share_one_folder(isolated_hosts, tm
 
 def test_data_training_and_updates_spread_over_the_hosts_from_a_one_partition_dataframe(isolated_hosts, tmp_path):
     """Each data partition is cached on its own host, trained there, and slice s is updated where
-    partition s is, however few executors the DataFrame's partitions were on."""
+    partition s is, however few executors the DataFrame's partitions were on; the ring's ranks
+    run one per host."""
     probe = os.path.join(os.path.dirname(__file__), "placement_probe.py")
     # A long locality wait makes Spark follow the tasks' preferences strictly, so the placement
     # seen is the one the code asks for, not the luck of which executor was free first.
@@ -58,6 +59,8 @@ def test_data_training_and_updates_spread_over_the_hosts_from_a_one_partition_da
     assert sorted(seen["tokens"]) == sorted(WORKER_HOSTS), seen
     assert seen["compute"] == seen["tokens"], seen
     assert seen["update"] == seen["tokens"], seen
+    # The ring's barrier tasks, one per host, start without waiting out the locality delay.
+    assert sorted(seen["ring"]) == sorted(WORKER_HOSTS) and seen["ring_s"] < 15, seen
 
 
 def train_on_hosts(cluster, tmp_path, sync, cache_root):

@@ -371,20 +371,29 @@ def materialize_keyed(chunks, key_partitions, location, width, feature_shape, po
 def grouped_by_rank(datasets, ranks):
     """The keyed chunks of several PartitionedData (same P) as `ranks` partitions for a barrier stage.
 
-    Partition r holds the records of every data partition p with p * ranks // P == r. With one
-    rank per partition that is the datasets' own shuffles, unioned (narrow); otherwise one more
-    shuffle, whose map side reads theirs. Nothing is converted again or passes the driver.
+    Partition r holds the records (r, (p, record)) of every data partition p with
+    p * ranks // P == r. With one rank per partition that is the datasets' own shuffles,
+    unioned (narrow); otherwise one more shuffle, whose map side reads theirs. Nothing is
+    converted again or passes the driver.
+
+    The partitions are pinned to slots spread over the executors (data/placement.py). Left
+    to the shuffles' own preferences, several ranks can prefer the host that converted most
+    of the data; a barrier stage launches all its tasks in one round of offers, so it then
+    waits out Spark's locality delay (spark.locality.wait, 3 s) before it starts.
     """
     P = datasets[0].num_partitions
     keyed = [d.keyed for d in datasets]
-    union = keyed[0] if len(keyed) == 1 else keyed[0].context.union(keyed)
+    sc = keyed[0].context
+    union = keyed[0] if len(keyed) == 1 else sc.union(keyed)
+
+    def with_rank(record):
+        return record[0] * ranks // P, record
+
     if ranks == P == union.getNumPartitions():
-        return union
-
-    def rank_of(p):
-        return p * ranks // P
-
-    return union.partitionBy(ranks, rank_of)
+        by_rank = union.map(with_rank, preservesPartitioning=True)  # rank r is partition r already
+    else:
+        by_rank = union.map(with_rank).partitionBy(ranks, by_key)
+    return outvoted_union(sc, [by_rank], spread_slots(sc, ranks))
 
 
 def store_grouped(records, datasets):
@@ -393,7 +402,8 @@ def store_grouped(records, datasets):
     `datasets` are (DataLocation, width) of the runs the records belong to.
     """
     by_run = {location.run_id: (location, width) for location, width in datasets}
-    for (run_id, p), (x, y, _) in _gather(records, by_run).items():
+    chunks = (value for _, value in records if value[0] != "slot")  # the pins' records carry no data
+    for (run_id, p), (x, y, _) in _gather(chunks, by_run).items():
         store_partition(by_run[run_id][0].folder(), p, x, y)
 
 
