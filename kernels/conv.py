@@ -176,7 +176,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu
 
 
 def conv2d_backward(
-    x, w, grad_y, stride=1, padding=0, dilation=1, groups=1, need_dx=True, has_bias=True
+    x, w, grad_y, stride=1, padding=0, dilation=1, groups=1, need_dx=True, has_bias=True, need_dw=True
 ):
     """Gradients of conv2d_forward (taken before any fused ReLU).
 
@@ -185,33 +185,38 @@ def conv2d_backward(
         grad_y: dL/dy of the conv output (the layer applies the ReLU mask first).
         need_dx: skip the input gradient when False (first layer of a model).
         has_bias: return db when True.
+        need_dw: skip the weight and bias gradients when False (a frozen layer: only dx
+            is wanted); the im2col of x and the dw GEMMs are then not run.
     Returns:
-        (dx or None, dw, db or None): dx like x, dw like w, db (Cout,).
+        (dx or None, dw or None, db or None): dx like x, dw like w, db (Cout,).
     """
     geo = _Geometry(x, w, stride, padding, dilation, groups)
     check_array("grad_y", grad_y, ndim=4)
     check_shape("grad_y", grad_y, geo.out_shape)
     check_same_dtype(x=x, grad_y=grad_y)
     dy2d = grad_y.reshape(-1, geo.cout)
-    db = _column_sums(dy2d) if has_bias else None
+    db = _column_sums(dy2d) if has_bias and need_dw else None
     dx = None
     if need_dx:  # the col2im and depthwise paths accumulate into dx
         overwrites = (geo.pointwise and not geo.depthwise) or geo.dx_padding is not None
         dx = np.empty_like(x) if overwrites else np.zeros_like(x)
-    dw = np.zeros_like(w)
-    if grad_y.size == 0:
+    dw = np.zeros_like(w) if need_dw else None
+    if grad_y.size == 0 or not (need_dx or need_dw):
         return dx, dw, db
     if geo.depthwise:
+        nothing = np.zeros((0, 0, 0, 0), x.dtype)
         _depthwise_backward(
-            x, w, grad_y, dx if need_dx else np.zeros((0, 0, 0, 0), x.dtype), dw,
-            *geo.stride, *geo.padding, *geo.dilation, need_dx,
+            x, w, grad_y, dx if need_dx else nothing, dw if need_dw else nothing,
+            *geo.stride, *geo.padding, *geo.dilation, need_dx, need_dw,
         )
     elif geo.one_channel and not geo.pointwise:
-        _one_channel_weight_grad_blocks(x, grad_y, dw)
-        if need_dx:  # rare: a one-channel input that is not the model's input (its dw is recomputed)
-            _gemm_conv_backward(x, w, grad_y, dx, np.empty_like(w), geo)
+        if need_dw:
+            _one_channel_weight_grad_blocks(x, grad_y, dw)
+        if need_dx:  # rare: a one-channel input that is not the model's input
+            _gemm_conv_backward(x, w, grad_y, dx, None, geo)
     elif geo.dx_padding is not None:
-        _gemm_conv_backward(x, w, grad_y, None, dw, geo)
+        if need_dw:
+            _gemm_conv_backward(x, w, grad_y, None, dw, geo)
         if need_dx:
             w_t = _flipped(w)
             _gemm_conv(grad_y, w_t, dx, _Geometry(grad_y, w_t, 1, geo.dx_padding, geo.dilation, 1),
@@ -305,17 +310,18 @@ def _image_blocks(n):
 
 
 def _gemm_conv_backward(x, w, grad_y, dx, dw, geo):
-    """dw (and dx unless None) of the im2col + GEMM convolution, in place.
+    """dw and dx, each unless None, of the im2col + GEMM convolution, in place.
 
     Tasks are blocks of whole images, so that col2im of one task never adds into
-    another's part of dx; each task sums its chunks' dw into its own partial."""
+    another's part of dx; each task sums its chunks' dw into its own partial. Without
+    dw, x is never read (no im2col)."""
     n_groups = geo.groups
     k_g = geo.kh * geo.kw * (geo.cin // n_groups)
     w2d = w.reshape(k_g, geo.cout)
-    dw2d = dw.reshape(k_g, geo.cout)
     dy2d = grad_y.reshape(-1, geo.cout)
     n_tasks = _backward_tasks(geo.n)
-    partials = np.empty((n_tasks, *dw2d.shape), dw.dtype)
+    dw2d = None if dw is None else dw.reshape(k_g, geo.cout)
+    partials = None if dw is None else np.empty((n_tasks, *dw2d.shape), dw.dtype)
     if geo.pointwise:
         x2d = x.reshape(-1, geo.cin)
         dx2d = dx.reshape(-1, geo.cin) if dx is not None else None
@@ -323,7 +329,8 @@ def _gemm_conv_backward(x, w, grad_y, dx, dw, geo):
 
         def pointwise_task(t):
             r = slice(t * rows, (t + 1) * rows)
-            _grouped_matmul_tn(x2d[r], dy2d[r], partials[t], n_groups)
+            if partials is not None:
+                _grouped_matmul_tn(x2d[r], dy2d[r], partials[t], n_groups)
             if dx2d is not None:
                 _grouped_matmul_nt(dy2d[r], w2d, dx2d[r], n_groups)
 
@@ -335,22 +342,26 @@ def _gemm_conv_backward(x, w, grad_y, dx, dw, geo):
 
         def image_block_task(t):
             lines0, lines1 = t * images * geo.oh, min(geo.n, (t + 1) * images) * geo.oh
-            partial = _workspace("dw_chunk", dw2d.size, dw.dtype).reshape(dw2d.shape)
-            partials[t] = 0
+            if partials is not None:
+                partial = _workspace("dw_chunk", dw2d.size, dw.dtype).reshape(dw2d.shape)
+                partials[t] = 0
             for l0 in range(lines0, lines1, per_chunk):
                 l1 = min(lines1, l0 + per_chunk)
                 rows = (l1 - l0) * geo.ow
-                cols = _workspace("cols", rows * k, x.dtype).reshape(rows, k)
-                im2col(x, cols, l0, l1, *geo.window())
                 dy_chunk = dy2d[l0 * geo.ow : l1 * geo.ow]
-                _grouped_matmul_tn(cols, dy_chunk, partial, n_groups)
-                partials[t] += partial
+                if partials is not None:
+                    cols = _workspace("cols", rows * k, x.dtype).reshape(rows, k)
+                    im2col(x, cols, l0, l1, *geo.window())
+                    _grouped_matmul_tn(cols, dy_chunk, partial, n_groups)
+                    partials[t] += partial
                 if dx is not None:
                     dcols = _workspace("dcols", rows * k, x.dtype).reshape(rows, k)
                     _grouped_matmul_nt(dy_chunk, w2d, dcols, n_groups)
                     col2im(dcols, dx, l0, l1, *geo.window())
 
         run_tasks(image_block_task, n_tasks)
+    if partials is None:
+        return
     dw2d[...] = partials[0]
     for t in range(1, n_tasks):
         dw2d += partials[t]
@@ -586,8 +597,8 @@ def _depthwise_forward(x, w, b, y, sh, sw, ph, pw, dh, dw, has_bias, relu, cap):
 
 
 @njit(cache=True)
-def _depthwise_backward(x, w, dy, dx, dw, sh, sw, ph, pw, dh, dw_, need_dx):
-    """dx (if need_dx) and dw of the depthwise conv in one pass over dy.
+def _depthwise_backward(x, w, dy, dx, dw, sh, sw, ph, pw, dh, dw_, need_dx, need_dw):
+    """dx (if need_dx) and dw (if need_dw) of the depthwise conv in one pass over dy.
 
     dw is summed per image in the working dtype, then across images in float64,
     which keeps float32 round-off small over large batches.
@@ -598,9 +609,9 @@ def _depthwise_backward(x, w, dy, dx, dw, sh, sw, ph, pw, dh, dw_, need_dx):
     mult = uint64(cout // c_)
     uc = uint64(c_)
     xf, wf, gf, dxf = x.reshape(-1), w.reshape(-1), dy.reshape(-1), dx.reshape(-1)
-    zero = dw.dtype.type(0)
+    zero = w.dtype.type(0)
     total = np.zeros(kh_ * kw_ * cout, np.float64)
-    part = np.empty(kh_ * kw_ * cout, dw.dtype)
+    part = np.empty(kh_ * kw_ * cout, w.dtype)
     for n in range(n_):
         part[:] = 0
         for oh in range(oh_):
@@ -617,8 +628,9 @@ def _depthwise_backward(x, w, dy, dx, dw, sh, sw, ph, pw, dh, dw_, need_dx):
                         o = line + uint64(ow * cout)
                         xo = uint64(((n * h_ + ih) * w_ + ow * sw + off) * c_)
                         if mult == 1:
-                            for c in range(uc):
-                                part[wo + c] += xf[xo + c] * gf[o + c]
+                            if need_dw:
+                                for c in range(uc):
+                                    part[wo + c] += xf[xo + c] * gf[o + c]
                             if need_dx:
                                 for c in range(uc):
                                     dxf[xo + c] += gf[o + c] * wf[wo + c]
@@ -628,11 +640,14 @@ def _depthwise_backward(x, w, dy, dx, dw, sh, sw, ph, pw, dh, dw_, need_dx):
                             s = zero
                             for m in range(mult):
                                 q = c * mult + m
-                                part[wo + q] += xv * gf[o + q]
+                                if need_dw:
+                                    part[wo + q] += xv * gf[o + q]
                                 s += gf[o + q] * wf[wo + q]
                             if need_dx:
                                 dxf[xo + c] += s
-        total += part
-    dwf = dw.reshape(-1)
-    for j in range(total.size):
-        dwf[j] = total[j]
+        if need_dw:
+            total += part
+    if need_dw:
+        dwf = dw.reshape(-1)
+        for j in range(total.size):
+            dwf[j] = total[j]

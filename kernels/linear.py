@@ -40,7 +40,7 @@ def linear_forward(x, w, b=None):
     return y
 
 
-def linear_backward(x, w, grad_y, need_dx=True, has_bias=True):
+def linear_backward(x, w, grad_y, need_dx=True, has_bias=True, need_dw=True):
     """Gradients of linear_forward.
 
     Args:
@@ -48,18 +48,20 @@ def linear_backward(x, w, grad_y, need_dx=True, has_bias=True):
         grad_y: dL/dy, (N, out).
         need_dx: skip the dx GEMM when False (first layer of a model).
         has_bias: return db when True.
+        need_dw: skip the dw GEMM and db when False (a frozen layer: only dx is wanted).
     Returns:
-        (dx or None, dw, db or None); dx (N, in), dw (out, in), db (out,).
+        (dx or None, dw or None, db or None); dx (N, in), dw (out, in), db (out,).
     """
     _check_x_w(x, w)
     check_array("grad_y", grad_y, ndim=2)
     check_shape("grad_y", grad_y, (x.shape[0], w.shape[0]))
     check_same_dtype(x=x, grad_y=grad_y)
-    dx = None
+    dx = dw = db = None
     if need_dx:
         dx = np.empty_like(x)
         matmul_rows(grad_y, w, dx)
-    dw = np.empty_like(w)
-    matmul_rows(grad_y.T, x, dw)
-    db = grad_y.sum(axis=0) if has_bias else None
+    if need_dw:
+        dw = np.empty_like(w)
+        matmul_rows(grad_y.T, x, dw)
+        db = grad_y.sum(axis=0) if has_bias else None
     return dx, dw, db

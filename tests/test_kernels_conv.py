@@ -118,6 +118,31 @@ def test_need_dx_false_skips_dx_and_keeps_dw(name):
     np.testing.assert_allclose(db, grad_y.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["3x3_pad1", "stride2", "groups2", "depthwise", "depthwise_multiplier2",
+                                  "pointwise", "pointwise_groups2", "lenet_1ch_5x5", "one_channel_3x2_pad_1x2",
+                                  "same_16ch_flipped_dx"])
+def test_need_dw_false_gives_the_same_dx_and_runs_no_weight_gradient_work(name, monkeypatch):
+    x, w, b, kw = make(CASES[name])
+    grad_y = projection(conv2d_forward(x, w, b, **kw).shape, seed=1).astype(np.float32)
+    dx_full, _, _ = conv2d_backward(x, w, grad_y, **kw)
+    calls = []  # every step that only the weight gradient needs, wrapped to count its calls
+    for step in ("_grouped_matmul_tn", "im2col", "_one_channel_weight_grad_blocks", "_column_sums"):
+        original = getattr(conv, step)
+        monkeypatch.setattr(conv, step, lambda *a, _f=original, _n=step: calls.append(_n) or _f(*a))
+    depthwise = conv._depthwise_backward
+    monkeypatch.setattr(conv, "_depthwise_backward", lambda *a: calls.append(("depthwise", a[-1])) or depthwise(*a))
+    dx, dw, db = conv2d_backward(x, w, grad_y, **kw, need_dw=False)
+    assert dw is None and db is None
+    np.testing.assert_array_equal(dx, dx_full)
+    if name.startswith("depthwise"):
+        assert calls == [("depthwise", False)]  # the numba loop, told to skip its dw sums
+    elif name == "same_16ch_flipped_dx":
+        assert set(calls) == {"im2col"}  # dx is a forward conv of grad_y: its im2col reads grad_y, not x
+    else:
+        assert calls == []
+    assert conv2d_backward(x, w, grad_y, **kw, need_dx=False, need_dw=False) == (None, None, None)
+
+
 @pytest.mark.parametrize(
     "name", ["3x3_pad1", "stride_2x1_pad_0x2", "groups2_stride2", "depthwise_multiplier2",
              "pointwise_groups2", "dilation2", "lenet_1ch_5x5"]

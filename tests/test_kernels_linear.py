@@ -44,6 +44,21 @@ def test_need_dx_false_skips_dx_only():
     np.testing.assert_allclose(db, [3.0, 3.0])
 
 
+def test_need_dw_false_gives_the_same_dx_with_one_gemm_instead_of_two(monkeypatch):
+    x, w, _ = make(5, 7, 4)
+    g = projection((5, 4), seed=1).astype(np.float32)
+    dx_full, _, _ = linear.linear_backward(x, w, g)
+    gemms = []
+    matmul_rows = linear.matmul_rows
+    monkeypatch.setattr(linear, "matmul_rows", lambda a, b, out: gemms.append(out.shape) or matmul_rows(a, b, out))
+    dx, dw, db = linear.linear_backward(x, w, g, need_dw=False)
+    assert dw is None and db is None
+    np.testing.assert_array_equal(dx, dx_full)
+    assert gemms == [x.shape]  # the dx GEMM only
+    assert linear.linear_backward(x, w, g, need_dx=False, need_dw=False) == (None, None, None)
+    assert gemms == [x.shape]
+
+
 @pytest.mark.parametrize("wrt", ["x", "w", "b"])
 def test_backward_matches_finite_differences(wrt):
     x, w, b = make(3, 4, 2, dtype=np.float64, seed=2)

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from bigdl_py.nn import Add, CrossEntropyLoss, Input, Linear, Model, ReLU, Sequential, zoo
+from bigdl_py.kernels import conv as kconv
+from bigdl_py.kernels import linear as klinear
+from bigdl_py.nn import Add, Conv2d, CrossEntropyLoss, Flatten, Input, Linear, Model, ReLU, Sequential, zoo
 from bigdl_py.nn.io import load_model, save_model
 from bigdl_py.nn.module import from_config
 
@@ -140,6 +142,38 @@ def test_a_frozen_layer_between_trainable_ones_passes_the_gradient_and_keeps_a_z
             np.testing.assert_allclose(grads[name], p.grad.numpy(), rtol=1e-5, atol=1e-6)
         else:
             assert p.grad is None and not grads[name].any()
+
+
+def conv_stack():
+    """conv a -> relu -> conv b (fused relu) -> flatten -> linear c -> relu -> linear d, on 5x5x3 images."""
+    model = Sequential(Conv2d(3, 4, 3, padding=1, name="a"), ReLU(), Conv2d(4, 4, 3, padding=1, activation="relu",
+                                                                           name="b"),
+                       Flatten(), Linear(100, 6, name="c"), ReLU(), Linear(6, 3, name="d"))
+    model.parameters_flat()
+    return model
+
+
+@pytest.mark.parametrize("frozen", [("b",), ("c",), ("b", "c")])
+def test_frozen_conv_and_linear_between_trainable_ones_compute_no_weight_gradient(frozen, monkeypatch):
+    x = np.random.default_rng(4).standard_normal((4, 5, 5, 3)).astype(np.float32)
+    y = np.arange(4) % 3
+    free, model = conv_stack(), conv_stack()
+    model.load_state_dict(free.state_dict())
+    model.freeze(*frozen)
+    dx_free = backward_once(free, x, y)
+    need_dw = []  # the flag each kernel call gets, in backward order (d, c, b, a)
+    for kernel, name in ((kconv, "conv2d_backward"), (klinear, "linear_backward")):
+        original = getattr(kernel, name)
+        monkeypatch.setattr(kernel, name, lambda *a, _f=original, **k: need_dw.append(k["need_dw"]) or _f(*a, **k))
+    dx = backward_once(model, x, y)
+    assert need_dw == [layer not in frozen for layer in "dcba"]
+    np.testing.assert_array_equal(dx, dx_free)  # the same input gradient through the frozen layers
+    free_grads, grads = dict(free.named_gradients()), dict(model.named_gradients())
+    for name, g in grads.items():
+        if name.split(".")[0] in frozen:
+            assert not g.any() and free_grads[name].any()
+        else:
+            np.testing.assert_array_equal(g, free_grads[name])
 
 
 def test_graph_skips_frozen_nodes_below_the_lowest_trainable_one():

@@ -197,9 +197,10 @@ class Module:
     def _backward_child(self, child, x, grad_y, input_grad_needed):
         """child.backward for containers: frozen parameters end with a zero gradient.
 
-        Layer kernels compute the weight gradient in the same pass as the input
-        gradient, so a frozen layer between trainable ones still computes it; it is
-        dropped here so that gradient norms and clipping see only trainable parameters.
+        A frozen Linear or Conv2d between trainable layers computes only its input
+        gradient. Other layers' kernels compute the parameter gradient in the same pass
+        as the input gradient; it is dropped here, so that gradient norms and clipping
+        see only trainable parameters.
         """
         child.set_input_grad_needed(input_grad_needed)
         grad_x = child.backward(x, grad_y)

@@ -87,8 +87,10 @@ class Conv2d(Module):
             # the pre-activation was, so y stands in for it.
             grad_y = _FUSED[self.config["activation"]][1](y, None, grad_y)
         dx, dw, db = kconv.conv2d_backward(as_float(x, w.dtype), w, grad_y, has_bias=self.config["bias"],
-                                           need_dx=self.input_grad_needed, **self._geometry())
-        self.grads["weight"] += dw
-        if self.config["bias"]:
+                                           need_dx=self.input_grad_needed, need_dw=not self.frozen,
+                                           **self._geometry())
+        if dw is not None:
+            self.grads["weight"] += dw
+        if db is not None:
             self.grads["bias"] += db
         return dx

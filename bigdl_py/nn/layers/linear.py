@@ -56,8 +56,9 @@ class Linear(Module):
         x2 = self._rows(x, self.config["in_features"], "input")
         g2 = self._rows(grad_y, self.config["out_features"], "grad_y")
         dx, dw, db = klinear.linear_backward(x2, self.params["weight"], g2, has_bias=self.config["bias"],
-                                             need_dx=self.input_grad_needed)
-        self.grads["weight"] += dw
-        if self.config["bias"]:
+                                             need_dx=self.input_grad_needed, need_dw=not self.frozen)
+        if dw is not None:
+            self.grads["weight"] += dw
+        if db is not None:
             self.grads["bias"] += db
         return None if dx is None else dx.reshape(x.shape)
