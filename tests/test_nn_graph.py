@@ -291,3 +291,41 @@ def test_backward_before_forward_is_an_error():
     x = Input((2,))
     with pytest.raises(ValueError, match="before forward"):
         Model(x, nn.ReLU()(x)).backward(np.ones((1, 2)), np.ones((1, 2)))
+
+
+def backbone_with_a_head():
+    """image -> conv -> relu -> pool -> fc (the head to replace), all layers named."""
+    x = Input((6, 6, 2), name="image")
+    pooled = nn.GlobalAvgPool2d(name="pool")(nn.ReLU(name="relu")(nn.Conv2d(2, 4, 3, name="conv")(x)))
+    return Model(x, nn.Linear(4, 10, name="fc")(pooled))
+
+
+def test_node_by_name_builds_a_new_head_on_shared_layers():
+    backbone = backbone_with_a_head().freeze()
+    features = backbone.node("pool")
+    assert backbone.node("image").is_input and features.module is dict(backbone.children())["pool"]
+    model = Model(backbone.node("image"), nn.Linear(4, 3, name="head")(features))
+    assert [k for k, _ in model.children()] == ["conv", "relu", "pool", "head"]
+    conv = dict(model.children())["conv"]
+    assert conv is dict(backbone.children())["conv"] and conv.frozen  # the same layer, still frozen
+    assert not dict(model.children())["head"].frozen
+    assert model.frozen_ranges() == [[0, conv.num_parameters()]]
+    x = np.random.default_rng(9).standard_normal((2, 6, 6, 2)).astype(np.float32)
+    head = dict(model.children())["head"]
+    pooled = x  # the shared layers compute what they computed inside the backbone
+    for name in ("conv", "relu", "pool"):
+        pooled = dict(backbone.children())[name].forward(pooled)
+    np.testing.assert_array_equal(model.forward(x), head.forward(pooled))
+    model.parameters_flat()
+    model.set_input_grad_needed(False)
+    model.backward(x, np.ones((2, 3), np.float32))
+    grads = dict(model.named_gradients())
+    assert not grads["conv.weight"].any() and grads["head.weight"].any()
+    rebuilt = nn.from_config(json.loads(json.dumps(model.get_config())))
+    assert rebuilt.frozen_ranges() == model.frozen_ranges()
+
+
+def test_node_with_an_unknown_name_is_refused_listing_the_names():
+    with pytest.raises(ValueError, match=r"node: expected the name of an input or a layer, received 'fc2'; "
+                                         r"known: \['image', 'conv', 'relu', 'pool', 'fc'\]"):
+        backbone_with_a_head().node("fc2")

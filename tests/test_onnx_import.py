@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from bigdl_py import nn
-from bigdl_py.nn import load_model, load_onnx, save_model, save_onnx
+from bigdl_py.engine.local import LocalOptimizer
+from bigdl_py.nn import Model, load_model, load_onnx, save_model, save_onnx
 from bigdl_py.nn.onnx_import import UnsupportedOnnx, model_from_onnx
+from bigdl_py.optim import Adam, MaxIteration
 from tests.test_onnx_export import MODELS as EXPORTED, TOLERANCE, two_input_graph
 
 BATCH_SIZES = (1, 3)
@@ -205,6 +207,25 @@ def test_imported_model_trains_with_torch_gradients():
              (linears[2].grads["weight"], reference.fc3.weight.grad.numpy())]
     for ours, theirs in pairs:
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_an_imported_network_with_a_new_head_trains_only_the_head_and_exports(tmp_path):
+    torch.manual_seed(0)
+    backbone = model_from_onnx(onnx.load_from_string(torch_to_onnx(LeNet5(), torch.zeros(1, 1, 28, 28)))).freeze()
+    assert [k for k, _ in backbone.children()][-3:] == ["Relu_2", "fc3_Gemm", "LogSoftmax"]
+    features = backbone.node("Relu_2")  # fc2's ReLU: 84 features
+    model = Model(backbone.node("x"), nn.Linear(84, 3, name="head")(features))
+    before = model.state_dict()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 28, 28, 1)).astype(np.float32)
+    model = LocalOptimizer(model, nn.CrossEntropyLoss(), Adam(), x, np.arange(32) % 3, batch_size=8,
+                           learning_rate=1e-2, end_trigger=MaxIteration(4)).optimize()
+    for name, value in model.state_dict().items():
+        assert np.array_equal(value, before[name]) != name.startswith("head."), name  # only the head trained
+    save_onnx(model, str(tmp_path / "tuned.onnx"), (28, 28, 1))
+    (theirs,) = onnxruntime_outputs((tmp_path / "tuned.onnx").read_bytes(), x)
+    assert theirs.shape == (32, 3)
+    assert np.abs(theirs - model.eval().infer(x)).max() <= TOLERANCE
 
 
 @pytest.mark.parametrize("name", sorted(EXPORTED))

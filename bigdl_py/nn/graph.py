@@ -143,6 +143,27 @@ class Model(Module):
             self._node_names[id(node)] = key
             self.add_module(key, module)
 
+    # ---- nodes -------------------------------------------------------------------
+    def node(self, name):
+        """The graph node named `name`: an input's name or a layer's (a child's) name.
+
+        Layers called on it build a new graph on top of this one; a Model made from
+        this model's input node and the new output shares this model's layers (and
+        their weights and frozen state) up to that node. That is how the head of an
+        imported network is replaced.
+
+        Example:
+            >>> backbone = load_onnx("efficientnet.onnx").freeze()
+            >>> features = backbone.node("GlobalAveragePool")             # (N, 1280)
+            >>> model = Model(backbone.node("image"), Linear(1280, 5, name="head")(features))
+        """
+        nodes = {self._node_names[id(n)]: n for n in self._input_nodes + self._order}
+        if not isinstance(name, str) or name not in nodes:
+            known = list(nodes) if len(nodes) <= 40 else list(nodes)[:20] + ["..."] + list(nodes)[-20:]
+            raise ValueError(f"model '{self.path}'.node: expected the name of an input or a layer, received "
+                             f"{name!r}; known: {known}")
+        return nodes[name]
+
     # ---- computation -------------------------------------------------------------
     def _check_inputs(self, x):
         xs = [x] if self._single_input else x
