@@ -12,13 +12,14 @@ Tasks must write disjoint outputs (or per-task partials the caller reduces in ta
 order), so the result does not depend on which thread ran which task.
 """
 import itertools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 _threads = 1
-_pool = None
+_pool, _pool_size = None, 0  # the shared helper threads and how many
 _pool_lock = threading.Lock()
 
 
@@ -36,10 +37,11 @@ def get_threads():
 
 def _executor(helpers):
     """The shared pool, grown to at least `helpers` threads."""
-    global _pool
+    global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool._max_workers < helpers:
+        if _pool is None or _pool_size < helpers:
             old, _pool = _pool, ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="bigdl_py-kernels")
+            _pool_size = helpers
             if old is not None:
                 old.shutdown(wait=False)
         return _pool
@@ -104,17 +106,24 @@ def for_blocks(fn, rows, row_size=1, min_elements=_MIN_BLOCK_ELEMENTS):
 _MIN_SPLIT_MACS = 12_000_000
 
 
-def matmul_rows(a, b, out):
-    """out = a @ b, its row blocks (of >= 32 rows, one per thread) computed as tasks.
+# A split GEMM is cut into this many row blocks at every thread count: one per core of the
+# machine (at most 8). OpenBLAS's edge kernels give the last rows of a call other bits than
+# the same rows inside a taller call (Haswell sgemm: the last 4 rows of each call), so the
+# cut must not follow the threads in use, or one and two threads would train differently.
+_GEMM_BLOCKS = max(1, min(os.cpu_count() or 1, 8))
 
-    One block per thread: each extra hand-off cost more than a thread the OS delays
-    holds back (8 blocks on 2 threads: 355 us for the 16.8M-multiply-add GEMM, 2: 250).
-    Each row of out is one BLAS call's row whichever block holds it, over the same K,
-    so the bits do not depend on the thread count.
+
+def matmul_rows(a, b, out):
+    """out = a @ b, in row blocks (of >= 32 rows) computed as tasks.
+
+    One block per core, at any thread count: on this 2-core machine, 8 blocks on 2 threads
+    cost 355 us for the 16.8M-multiply-add GEMM, 2 blocks 250 (each extra hand-off costs
+    more than a thread the OS delays holds back). The blocks do not depend on the thread
+    count, so neither do the bits.
     """
     rows = out.shape[0]
-    parts = min(_threads, rows // 32)
-    if _threads == 1 or parts <= 1 or rows * a.shape[1] * b.shape[1] < _MIN_SPLIT_MACS:
+    parts = min(_GEMM_BLOCKS, rows // 32)
+    if parts <= 1 or rows * a.shape[1] * b.shape[1] < _MIN_SPLIT_MACS:
         np.matmul(a, b, out=out)
         return
     block = -(-rows // parts)

@@ -29,6 +29,8 @@ def update_trainable(optimizer, w, g, state, lr, step, segments, offset=0, froze
     """optimizer.update(w, g, state, lr, step, segments, offset) on the trainable runs only.
 
     Args:
+        state: {name: array of len(w)}, as every optimizer's init_state makes it; each
+            trainable run gets the matching slices.
         segments: int array [0, b1, ..., len(w)] of parameter boundaries in this slice.
         offset: where the slice starts in the flat vector.
         frozen: [start, stop) ranges of the flat vector to leave unchanged (whole parameters).
