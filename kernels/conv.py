@@ -9,6 +9,11 @@ Four paths, chosen from the shapes:
   loop vectorised along the output line for the forward; as a GEMM it has N = Cout
   (6 in LeNet-5), a shape BLAS runs slowly (LeNet-5's conv1: 2.5 vs 4.0 ms at batch
   128). Its weight gradient is a direct loop over the same whole-image spans.
+- stride 1, no dilation, one group, Cout a multiple of 16 and the weights of 16 output
+  channels within L1 (ResNet-20's 16- and 32-channel 3x3 convs): a direct convolution
+  (`conv_direct.py`) that reads a zero-padded copy of the input in place of an im2col
+  copy, register-blocked over 16 output channels; forward, and the input gradient
+  computed as the flipped conv below.
 - everything else: im2col + GEMM (y = cols @ w2d; backward dw = cols.T @ dy and
   dcols = dy @ w2d.T scattered back by col2im), in chunks of output lines small
   enough that the column buffer is still in cache when the GEMM reads it. For
@@ -25,6 +30,7 @@ import numpy as np
 from numba import njit, uint64
 
 from ._checks import check_array, check_pair, check_positive_int, check_same_dtype, check_shape
+from . import conv_direct
 from .im2col import col2im, im2col
 from .parallel import run_tasks
 
@@ -171,7 +177,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu
         run_tasks(lambda t: _one_channel_forward(x[images[t]], w, bias, y[images[t]], has_bias, bool(relu), cap),
                   len(images))
     else:
-        _gemm_conv(x, w, y, geo, bias, has_bias, bool(relu), cap)
+        _conv(x, w, y, geo, bias, has_bias, bool(relu), cap)
     return y
 
 
@@ -219,8 +225,8 @@ def conv2d_backward(
             _gemm_conv_backward(x, w, grad_y, None, dw, geo)
         if need_dx:
             w_t = _flipped(w)
-            _gemm_conv(grad_y, w_t, dx, _Geometry(grad_y, w_t, 1, geo.dx_padding, geo.dilation, 1),
-                       np.zeros(0, x.dtype), False, False, x.dtype.type(np.inf))
+            _conv(grad_y, w_t, dx, _Geometry(grad_y, w_t, 1, geo.dx_padding, geo.dilation, 1),
+                  np.zeros(0, x.dtype), False, False, x.dtype.type(np.inf))
     else:
         _gemm_conv_backward(x, w, grad_y, dx, dw, geo)
     return dx, dw, db
@@ -242,6 +248,30 @@ def _group_blocks(cols, g, n_groups):
 
 def _lines_per_chunk(geo, k, itemsize):
     return max(1, _CHUNK_BYTES // (geo.ow * k * itemsize))
+
+
+def _conv(x, w, y, geo, bias, has_bias, relu, cap):
+    """y = conv(x, w) (+ bias, ReLU) into the preallocated y: direct where conv_direct
+    applies, else im2col + GEMM."""
+    if not geo.pointwise and conv_direct.applies(geo, x.dtype):
+        _direct_conv(x, w, y, geo, bias, has_bias, relu, cap)
+    else:
+        _gemm_conv(x, w, y, geo, bias, has_bias, relu, cap)
+
+
+def _direct_conv(x, w, y, geo, bias, has_bias, relu, cap):
+    """conv_direct's forward, one task per block of whole images (disjoint parts of y),
+    with the padded input and the padded-width output in the running thread's workspace."""
+    hp, wp = geo.h + 2 * geo.padding[0], geo.w + 2 * geo.padding[1]
+    images = _image_blocks(geo.n)
+
+    def image_block_task(t):
+        n0, n1 = images[t].start, images[t].stop
+        xp = _workspace("direct_x", conv_direct.padded_rows(n1 - n0, hp, wp, geo.kw) * geo.cin, x.dtype)
+        yp = _workspace("direct_y", conv_direct.output_rows(n1 - n0, geo.oh, wp) * geo.cout, x.dtype)
+        conv_direct.forward_images(x, w, y, n0, n1, *geo.padding, xp, yp, bias, has_bias, relu, cap)
+
+    run_tasks(image_block_task, len(images))
 
 
 def _gemm_conv(x, w, y, geo, bias, has_bias, relu, cap):

@@ -9,15 +9,17 @@ Two kinds of JSON lines, for ResNet-20's convolution shapes (batch 64):
   kernels.conv.conv2d_forward, at each thread count (tasks of whole-image blocks on
   kernels.parallel, as the kernels split a batch), the best of `--repeats` rounds that
   alternate the paths:
-  im2col_gemm (today's kernels.conv path: 9*Cin columns per pixel, one GEMM per
-  chunk); kh_im2col_phase_gemm (only the KH taps of a column are copied, 3*Cin values
+  im2col_gemm (kernels.conv's general path: 9*Cin columns per pixel, one GEMM per
+  chunk); conv_direct (conv2d_forward, which takes kernels/conv_direct.py's
+  register-blocked kernel where it applies and im2col_gemm elsewhere);
+  kh_im2col_phase_gemm (only the KH taps of a column are copied, 3*Cin values
   per padded pixel, and the KW taps come from reading that buffer as a (rows/KW,
   KW*KH*Cin) matrix at KW offsets: KW GEMMs with the full K and no further copy, into
   every KW-th output row; the padded width's extra columns are computed and dropped);
   shifted_9_gemm (the input padded once, and nine GEMMs with K = Cin, one per tap on a
   shifted view, accumulated by BLAS with beta = 1); numba_direct (a numba loop over
   the padded input, 8 output pixels x all output channels accumulated per tap and
-  input channel, vectorised over the output channels).
+  input channel, written to vectorise over the output channels).
 Each line has ms, GFLOPS and the fraction of the one-thread sgemm roof (2048^3,
 measured in the same run). The summary line names the CPU and its vector ISA.
 Needs scipy (for BLAS's sgemm with beta = 1; installed with the test extras).
@@ -177,8 +179,15 @@ def blocked(fn):
     return run
 
 
+def im2col_gemm(x, w):
+    y = np.empty(x.shape[:3] + (w.shape[3],), x.dtype)
+    conv._gemm_conv(x, w, y, conv._Geometry(x, w, 1, 1, 1, 1), np.zeros(0, x.dtype), False, False, np.inf)
+    return y
+
+
 PATHS = {
-    "im2col_gemm": lambda x, w: conv.conv2d_forward(x, w, None, 1, 1),
+    "im2col_gemm": im2col_gemm,
+    "conv_direct": lambda x, w: conv.conv2d_forward(x, w, None, 1, 1),
     "kh_im2col_phase_gemm": blocked(kh_im2col_phase_gemm),
     "shifted_9_gemm": blocked(shifted_9_gemm),
     "numba_direct": blocked(numba_direct),

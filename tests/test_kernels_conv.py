@@ -29,6 +29,12 @@ CASES = {
     "same_dilated_5x3_flipped_dx": ((1, 9, 8, 16), (5, 3), 4, 1, (4, 2), 2, 1),
     "one_channel_3x2_pad_1x2": ((2, 6, 9, 1), (3, 2), 5, 1, (1, 2), 1, 1),
     "one_channel_padding_wider_than_kernel": ((1, 3, 4, 1), (2, 3), 3, 1, 3, 1, 1),
+    # stride 1 with Cout a multiple of 16: the direct forward (conv_direct.py); padded
+    # rows of 9 and 8 positions, so pixel blocks of 6 straddle rows and images
+    "direct_3x3_16_out": ((2, 5, 7, 4), (3, 3), 16, 1, 1, 1, 1),
+    "direct_5x3_pad_2x0_two_channel_blocks": ((2, 6, 8, 3), (5, 3), 32, 1, (2, 0), 1, 1),
+    # ... and dx by the flipped conv, direct too (16 input channels)
+    "direct_same_16_in_16_out": ((2, 6, 7, 16), (3, 3), 16, 1, 1, 1, 1),
 }
 
 
@@ -39,6 +45,20 @@ def test_dx_by_the_flipped_conv_only_where_it_pays():
     assert geometry((1, 12, 12, 6), (5, 5, 6, 16), 0).dx_padding is None  # LeNet-5's conv2: 2.7x slower
     assert geometry((1, 8, 8, 16), (3, 3, 16, 16), 0).dx_padding is None  # not "same"
     assert geometry((1, 8, 8, 8), (3, 3, 8, 16), 1).dx_padding is None  # N = Cin too small
+
+
+def test_direct_conv_only_where_it_pays():
+    def direct(x_shape, w_shape, stride=1, padding=1, dilation=1, groups=1, dtype=np.float32):
+        geo = conv._Geometry(np.zeros(x_shape, dtype), np.zeros(w_shape, dtype), stride, padding, dilation, groups)
+        return conv.conv_direct.applies(geo, np.dtype(dtype))
+    assert direct((1, 8, 8, 16), (3, 3, 16, 16)) and direct((1, 8, 8, 32), (3, 3, 32, 32))
+    assert direct((1, 8, 8, 16), (3, 3, 16, 16), dtype=np.float64)  # 18 KB of weights per channel block
+    assert direct((1, 8, 8, 3), (3, 3, 3, 16))  # ResNet's stem
+    assert not direct((1, 8, 8, 64), (3, 3, 64, 64))  # 36 KB of weights per channel block: over L1
+    assert not direct((1, 8, 8, 16), (3, 3, 16, 24))  # Cout not a multiple of 16
+    assert not direct((1, 8, 8, 16), (3, 3, 16, 16), stride=2)
+    assert not direct((1, 8, 8, 16), (3, 3, 16, 16), dilation=2)
+    assert not direct((1, 8, 8, 16), (3, 3, 8, 16), groups=2)
 
 
 def make(case, dtype=np.float32, seed=0):
@@ -136,9 +156,7 @@ def test_need_dw_false_gives_the_same_dx_and_runs_no_weight_gradient_work(name, 
     np.testing.assert_array_equal(dx, dx_full)
     if name.startswith("depthwise"):
         assert calls == [("depthwise", False)]  # the numba loop, told to skip its dw sums
-    elif name == "same_16ch_flipped_dx":
-        assert set(calls) == {"im2col"}  # dx is a forward conv of grad_y: its im2col reads grad_y, not x
-    else:
+    else:  # same_16ch_flipped_dx: dx is the direct forward conv of grad_y, with no im2col at all
         assert calls == []
     assert conv2d_backward(x, w, grad_y, **kw, need_dx=False, need_dw=False) == (None, None, None)
 

@@ -79,8 +79,8 @@ def test_kernel_threads_keep_blas_at_one_thread(two_threads):
 
 
 # (x shape NHWC, w shape HWIO, stride, padding): the im2col+GEMM paths, 1x1, dx by the
-# flipped conv and by col2im, batches smaller than the task count, and the direct
-# one-channel conv.
+# flipped conv and by col2im, batches smaller than the task count, the direct
+# one-channel conv and conv_direct.py's kernel.
 CASES = {
     "3x3_same_16ch": ((10, 9, 8, 16), (3, 3, 16, 8), 1, 1),
     "3x3_stride2": ((9, 11, 10, 5), (3, 3, 5, 7), 2, 1),
@@ -88,6 +88,7 @@ CASES = {
     "1x1": ((7, 6, 5, 12), (1, 1, 12, 9), 1, 0),
     "batch_3": ((3, 8, 8, 4), (3, 3, 4, 6), 1, 1),
     "one_channel_5x5": ((19, 28, 28, 1), (5, 5, 1, 6), 1, 0),  # LeNet-5's conv1, 8 uneven image blocks
+    "direct_3x3_16_to_32": ((11, 7, 9, 16), (3, 3, 16, 32), 1, 1),  # conv_direct forward and dx, uneven blocks
 }
 
 

@@ -6,7 +6,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(REPO, "scripts", "probe_conv_paths.py")
-PATHS = {"im2col_gemm", "kh_im2col_phase_gemm", "shifted_9_gemm", "numba_direct"}
+PATHS = {"im2col_gemm", "conv_direct", "kh_im2col_phase_gemm", "shifted_9_gemm", "numba_direct"}
 
 
 def test_smoke_prints_the_copy_split_per_pass_and_each_checked_path_per_thread_count():
