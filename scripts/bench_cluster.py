@@ -49,6 +49,8 @@ def parse_args(argv=None):
     ap.add_argument("--optimizer", choices=["sgd", "adam", "lars"], default=DEFAULTS["optimizer"])
     ap.add_argument("--base-lr", type=float, default=DEFAULTS["base_lr"], help="lr at batch 256, scaled linearly")
     ap.add_argument("--warmup", type=float, default=DEFAULTS["warmup"], help="warm-up, fraction of the epoch")
+    ap.add_argument("--num-slices", type=int, default=None,
+                    help="slices of the flat vector for the block-manager backend (default: one per partition)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's logs and shared folder")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                     help="a Spark setting for both systems (repeatable), e.g. spark.eventLog.enabled=true")
@@ -95,10 +97,10 @@ def child(args):
         trivial, _ = spark_floor(sc)
         for sync in args.syncs:
             opt, lr, wall = train_one_epoch(train_df, test_df, args.batch, len(x), sync, args, PARTITIONS, 1,
-                                            lineage_root=f"{args.lineage_root}/{sync}")
+                                            lineage_root=f"{args.lineage_root}/{sync}", num_slices=args.num_slices)
             print(json.dumps(dict(
                 case="lenet5_mnist_one_epoch", system=args.child, master=sc.master, sync=sync,
-                executors=PARTITIONS, batch=args.batch, optimizer=args.optimizer, lr=round(lr, 5),
+                executors=PARTITIONS, num_slices=args.num_slices or PARTITIONS, batch=args.batch, optimizer=args.optimizer, lr=round(lr, 5),
                 train_rows=len(x), test_rows=len(x_test), iterations=len(opt.metrics),
                 samples_s=round(len(x) / wall, 1), steady_samples_s=round(steady_samples_s(opt.metrics), 1),
                 epoch_wall_s=round(wall, 2), first_iteration_ms=round(opt.metrics[0]["wall_ms"], 1),
@@ -123,7 +125,8 @@ def spark_conf(args):
 def child_args(args, system, lineage_root):
     out = ["--child", system, "--batch", args.batch, "--syncs", *args.syncs, "--optimizer", args.optimizer,
            "--base-lr", args.base_lr, "--warmup", args.warmup, "--lineage-root", lineage_root]
-    for flag, value in (("--train-rows", args.train_rows), ("--test-rows", args.test_rows)):
+    for flag, value in (("--train-rows", args.train_rows), ("--test-rows", args.test_rows),
+                        ("--num-slices", args.num_slices)):
         if value:
             out += [flag, value]
     for item in args.conf:
