@@ -12,8 +12,8 @@ Four paths, chosen from the shapes:
 - stride 1, no dilation, one group, Cout a multiple of 16 and the weights of 16 output
   channels within L1 (ResNet-20's 16- and 32-channel 3x3 convs): a direct convolution
   (`conv_direct.py`) that reads a zero-padded copy of the input in place of an im2col
-  copy, register-blocked over 16 output channels; forward, and the input gradient
-  computed as the flipped conv below.
+  copy, register-blocked over 16 output channels; forward, weight gradient, and the
+  input gradient computed as the flipped conv below.
 - everything else: im2col + GEMM (y = cols @ w2d; backward dw = cols.T @ dy and
   dcols = dy @ w2d.T scattered back by col2im), in chunks of output lines small
   enough that the column buffer is still in cache when the GEMM reads it. For
@@ -222,14 +222,50 @@ def conv2d_backward(
             _gemm_conv_backward(x, w, grad_y, dx, None, geo)
     elif geo.dx_padding is not None:
         if need_dw:
-            _gemm_conv_backward(x, w, grad_y, None, dw, geo)
+            _weight_grad(x, w, grad_y, dw, geo)
         if need_dx:
             w_t = _flipped(w)
             _conv(grad_y, w_t, dx, _Geometry(grad_y, w_t, 1, geo.dx_padding, geo.dilation, 1),
                   np.zeros(0, x.dtype), False, False, x.dtype.type(np.inf))
+    elif need_dw and _direct_applies(geo, x.dtype):
+        _direct_weight_grad(x, grad_y, dw, geo)
+        if need_dx:
+            _gemm_conv_backward(x, w, grad_y, dx, None, geo)
     else:
         _gemm_conv_backward(x, w, grad_y, dx, dw, geo)
     return dx, dw, db
+
+
+def _direct_applies(geo, dtype):
+    return not geo.pointwise and conv_direct.applies(geo, dtype)
+
+
+def _weight_grad(x, w, grad_y, dw, geo):
+    """dw alone, in place: direct where conv_direct applies, else im2col + GEMM."""
+    if _direct_applies(geo, x.dtype):
+        _direct_weight_grad(x, grad_y, dw, geo)
+    else:
+        _gemm_conv_backward(x, w, grad_y, None, dw, geo)
+
+
+def _direct_weight_grad(x, grad_y, dw, geo):
+    """conv_direct's weight gradient: one partial per block of whole images (tasks),
+    added in block order, so the bits do not depend on the thread count."""
+    hp, wp = geo.h + 2 * geo.padding[0], geo.w + 2 * geo.padding[1]
+    images = _image_blocks(geo.n)
+    partials = np.zeros((len(images), dw.size), dw.dtype)
+
+    def image_block_task(t):
+        n0, n1 = images[t].start, images[t].stop
+        xp = _workspace("direct_x", conv_direct.grad_padded_rows(n1 - n0, hp, wp, geo.kw) * geo.cin, x.dtype)
+        gp = _workspace("direct_y", (n1 - n0) * geo.oh * wp * geo.cout, x.dtype)
+        conv_direct.weight_grad_images(x, grad_y, dw.shape, n0, n1, *geo.padding, xp, gp, partials[t])
+
+    run_tasks(image_block_task, len(images))
+    total = partials[0]
+    for partial in partials[1:]:
+        total += partial
+    dw.reshape(-1)[:] = total
 
 
 def _flipped(w):
@@ -253,7 +289,7 @@ def _lines_per_chunk(geo, k, itemsize):
 def _conv(x, w, y, geo, bias, has_bias, relu, cap):
     """y = conv(x, w) (+ bias, ReLU) into the preallocated y: direct where conv_direct
     applies, else im2col + GEMM."""
-    if not geo.pointwise and conv_direct.applies(geo, x.dtype):
+    if _direct_applies(geo, x.dtype):
         _direct_conv(x, w, y, geo, bias, has_bias, relu, cap)
     else:
         _gemm_conv(x, w, y, geo, bias, has_bias, relu, cap)

@@ -19,6 +19,12 @@ AVX-512 for the machine it compiles on.
 
 Each weight row of 16 channels is read once per pixel block, so the kernel pays
 where all KH*KW*Cin rows of a channel block stay in L1 (see fits_l1).
+
+The weight gradient (weight_grad_images) is the same pairing the other way round:
+grad_y is laid out over the padded width too (zeros in the dropped columns), and
+_grad_micro_kernel holds 4 input channels x 16 output channels of dW in registers
+while it runs over a chunk of output positions, adding each position's two vectors of
+grad_y times the broadcast input values under one tap.
 """
 import numpy as np
 from llvmlite import ir
@@ -156,3 +162,112 @@ def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap):
                     if relu:
                         v = min(max(v, zero), cap)
                     yf[d + q * uint64(cout) + co] = v
+
+
+# Input channels per weight-gradient micro-kernel call: 4 x 2 accumulator vectors.
+_GRAD_CHANNELS = 4
+# Bytes of input and grad_y rows per chunk of output positions of the weight gradient:
+# every tap and channel block reads the chunk again, so it should stay in L1.
+_GRAD_CHUNK_BYTES = 24 * 1024
+
+
+@intrinsic
+def _grad_micro_kernel(typingctx, xp, x0, gp, g0, count, cin, cout, channels, dw, d0):
+    """dw[d0 + c*cout + j] += sum over q < count of xp[x0 + q*cin + c] * gp[g0 + q*cout + j]
+    for c < channels (at most _GRAD_CHANNELS), j < 16 (flat arrays, int64 offsets)."""
+    dtype = xp.dtype
+    if dtype not in (types.float32, types.float64) or gp.dtype != dtype or dw.dtype != dtype:
+        return None
+    sig = types.void(xp, types.int64, gp, types.int64, types.int64, types.int64, types.int64, types.int64,
+                     dw, types.int64)
+
+    def codegen(context, builder, signature, args):
+        xa, xo, ga, go, count_, cin_, cout_, channels_, da, do = args
+        x_ptr = context.make_array(signature.args[0])(context, builder, xa).data
+        g_ptr = context.make_array(signature.args[2])(context, builder, ga).data
+        d_ptr = context.make_array(signature.args[8])(context, builder, da).data
+        scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
+        lanes = 32 // (dtype.bitwidth // 8)
+        n_vec = _CHANNELS // lanes
+        vec = ir.VectorType(scalar, lanes)
+        i64 = ir.IntType(64)
+        align = dtype.bitwidth // 8
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}f{dtype.bitwidth}")
+        zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * lanes)) for _ in range(n_vec)]
+               for _ in range(_GRAD_CHANNELS)]
+        with cgutils.for_range(builder, count_) as loop_q:
+            q = loop_q.index
+            g_row = builder.add(go, builder.mul(q, cout_))
+            grads = [
+                builder.load(builder.bitcast(builder.gep(g_ptr, [builder.add(g_row, ir.Constant(i64, v * lanes))]),
+                                             vec.as_pointer()), align=align)
+                for v in range(n_vec)
+            ]
+            x_row = builder.add(xo, builder.mul(q, cin_))
+            for c in range(_GRAD_CHANNELS):  # channels past `channels` read the buffer's next values, never stored
+                value = builder.load(builder.gep(x_ptr, [builder.add(x_row, ir.Constant(i64, c))]))
+                lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+                broadcast = builder.shuffle_vector(lane0, ir.Constant(vec, ir.Undefined), zero_mask)
+                for v in range(n_vec):
+                    builder.store(builder.call(fma, [broadcast, grads[v], builder.load(acc[c][v])]), acc[c][v])
+        for c in range(_GRAD_CHANNELS):
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, c), channels_)):
+                for v in range(n_vec):
+                    at = builder.add(do, builder.add(builder.mul(ir.Constant(i64, c), cout_), ir.Constant(i64, v * lanes)))
+                    ptr = builder.bitcast(builder.gep(d_ptr, [at]), vec.as_pointer())
+                    builder.store(builder.fadd(builder.load(ptr, align=align), builder.load(acc[c][v])), ptr, align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def grad_padded_rows(n_images, hp, wp, kw):
+    """Rows of the padded-input workspace of weight_grad_images (reads past the images
+    by up to _GRAD_CHANNELS values)."""
+    return n_images * hp * wp + kw + 1
+
+
+@njit(cache=True, nogil=True)
+def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, gp, dw, chunk_bytes=_GRAD_CHUNK_BYTES):
+    """dw (flat, KH*KW*Cin*Cout, zeroed by the caller) = the weight gradient of the
+    stride-1 conv over images n0..n1, with xp (grad_padded_rows(...) * Cin values) and gp
+    (OH * Wp * Cout values per image) as workspaces: grad_y laid out over the padded
+    width with zeros in the dropped columns, so that position q of gp and position
+    q + i*Wp + k of xp are an output pixel and the input pixel under its tap (i, k)."""
+    h_, w_, cin = x.shape[1], x.shape[2], x.shape[3]
+    kh_, kw_, cout = dw_shape[0], dw_shape[1], dw_shape[3]
+    oh_, ow_ = grad_y.shape[1], grad_y.shape[2]
+    hp, wp = h_ + 2 * ph, w_ + 2 * pw
+    xf, gf = x.reshape(-1), grad_y.reshape(-1)
+    zero = xp.dtype.type(0)
+    xp[:] = zero
+    run = uint64(w_ * cin)
+    for n in range(n0, n1):
+        for r in range(h_):
+            s = uint64(((n * h_) + r) * w_ * cin)
+            d = uint64((((n - n0) * hp + r + ph) * wp + pw) * cin)
+            for j in range(run):
+                xp[d + j] = xf[s + j]
+    gp[:] = zero
+    grun = uint64(ow_ * cout)
+    span = oh_ * wp
+    positions = max(16, chunk_bytes // ((cin + cout) * xp.itemsize))
+    for n in range(n0, n1):
+        for r in range(oh_):
+            s = uint64(((n * oh_) + r) * ow_ * cout)
+            d = uint64(((n - n0) * span + r * wp) * cout)
+            for j in range(grun):
+                gp[d + j] = gf[s + j]
+    for n in range(n1 - n0):
+        for q0 in range(0, span, positions):
+            count = min(positions, span - q0)
+            for i in range(kh_):
+                for k in range(kw_):
+                    x0 = (n * hp * wp + q0 + i * wp + k) * cin
+                    for c0 in range(0, cin, _GRAD_CHANNELS):
+                        channels = min(_GRAD_CHANNELS, cin - c0)
+                        for co in range(0, cout, _CHANNELS):
+                            _grad_micro_kernel(xp, x0 + c0, gp, (n * span + q0) * cout + co, count, cin, cout,
+                                               channels, dw, ((i * kw_ + k) * cin + c0) * cout + co)

@@ -61,6 +61,23 @@ def test_direct_conv_only_where_it_pays():
     assert not direct((1, 8, 8, 16), (3, 3, 8, 16), groups=2)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, direct_dx", [("direct_3x3_16_out", False),
+                                             ("direct_5x3_pad_2x0_two_channel_blocks", False),
+                                             ("direct_same_16_in_16_out", True)])
+def test_direct_cases_run_the_direct_kernels(name, direct_dx, dtype, monkeypatch):
+    x, w, b, kw = make(CASES[name], dtype)
+    calls = []
+    for step in ("_direct_conv", "_direct_weight_grad", "_gemm_conv"):
+        original = getattr(conv, step)
+        monkeypatch.setattr(conv, step, lambda *a, _f=original, _n=step: calls.append(_n) or _f(*a))
+    y = conv2d_forward(x, w, b, **kw)
+    assert calls == ["_direct_conv"]
+    calls.clear()
+    conv2d_backward(x, w, projection(y.shape, seed=1).astype(dtype), **kw)
+    assert calls == ["_direct_weight_grad"] + (["_direct_conv"] if direct_dx else [])
+
+
 def make(case, dtype=np.float32, seed=0):
     shape, (kh, kw), cout, stride, padding, dilation, groups = case
     rng = np.random.default_rng(seed)
@@ -140,13 +157,14 @@ def test_need_dx_false_skips_dx_and_keeps_dw(name):
 
 @pytest.mark.parametrize("name", ["3x3_pad1", "stride2", "groups2", "depthwise", "depthwise_multiplier2",
                                   "pointwise", "pointwise_groups2", "lenet_1ch_5x5", "one_channel_3x2_pad_1x2",
-                                  "same_16ch_flipped_dx"])
+                                  "same_16ch_flipped_dx", "direct_3x3_16_out", "direct_same_16_in_16_out"])
 def test_need_dw_false_gives_the_same_dx_and_runs_no_weight_gradient_work(name, monkeypatch):
     x, w, b, kw = make(CASES[name])
     grad_y = projection(conv2d_forward(x, w, b, **kw).shape, seed=1).astype(np.float32)
     dx_full, _, _ = conv2d_backward(x, w, grad_y, **kw)
     calls = []  # every step that only the weight gradient needs, wrapped to count its calls
-    for step in ("_grouped_matmul_tn", "im2col", "_one_channel_weight_grad_blocks", "_column_sums"):
+    for step in ("_grouped_matmul_tn", "im2col", "_one_channel_weight_grad_blocks", "_column_sums",
+                 "_direct_weight_grad"):
         original = getattr(conv, step)
         monkeypatch.setattr(conv, step, lambda *a, _f=original, _n=step: calls.append(_n) or _f(*a))
     depthwise = conv._depthwise_backward
@@ -156,14 +174,15 @@ def test_need_dw_false_gives_the_same_dx_and_runs_no_weight_gradient_work(name, 
     np.testing.assert_array_equal(dx, dx_full)
     if name.startswith("depthwise"):
         assert calls == [("depthwise", False)]  # the numba loop, told to skip its dw sums
-    else:  # same_16ch_flipped_dx: dx is the direct forward conv of grad_y, with no im2col at all
+    else:  # dx by col2im or by the flipped conv of grad_y (direct at 16 channels): no x, no dW step
         assert calls == []
     assert conv2d_backward(x, w, grad_y, **kw, need_dx=False, need_dw=False) == (None, None, None)
 
 
 @pytest.mark.parametrize(
     "name", ["3x3_pad1", "stride_2x1_pad_0x2", "groups2_stride2", "depthwise_multiplier2",
-             "pointwise_groups2", "dilation2", "lenet_1ch_5x5"]
+             "pointwise_groups2", "dilation2", "lenet_1ch_5x5", "direct_3x3_16_out",
+             "direct_5x3_pad_2x0_two_channel_blocks", "direct_same_16_in_16_out"]
 )
 def test_gradients_match_float64_finite_differences(name):
     shape, khw, cout, stride, padding, dilation, groups = CASES[name]
