@@ -1,5 +1,6 @@
 """Every notebook runs top to bottom in a fresh kernel; its last cell checks its own results."""
 import os
+import re
 
 import nbformat
 import pytest
@@ -45,3 +46,10 @@ def test_risk_scoring_notebook(tmp_path):
 def test_quickstart_notebook(tmp_path):
     text, _ = run_notebook("quickstart.ipynb", tmp_path)
     assert "quickstart checks passed" in text and "test accuracy after 2 epochs" in text
+
+
+def test_fine_tune_notebook(tmp_path):
+    text, _ = run_notebook("fine_tune.ipynb", tmp_path)
+    assert "fine-tune checks passed" in text
+    accuracy = float(re.search(r"fine-tuned accuracy on \d+ held-out digits: ([0-9.]+)", text).group(1))
+    assert accuracy > 0.85, text
