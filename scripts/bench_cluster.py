@@ -13,8 +13,12 @@ samples/s end to end (epoch wall time, start-up iteration and validation include
 the first iteration's ms, the epoch's seconds outside iterations (data conversion, validation),
 test accuracy and the Spark floor of that system (a trivial job); then a summary with the ratio
 cluster / local[3] per backend against the target: cluster samples/s >= local[3]'s / 1.3.
+With --event-log, each system's Spark event log is read back (scripts/spark_timeline.py): the
+median block-manager iteration per stage (launch wait, task deserialisation, run, shuffle fetch
+wait) and how long each ring barrier stage waited for its tasks' launch.
 
     sudo .venv/bin/python scripts/bench_cluster.py [--quick] [--train-rows N] [--syncs blockmanager ring]
+                                                    [--num-slices N] [--event-log]
 """
 import argparse
 import json
@@ -31,6 +35,7 @@ sys.path.insert(0, SCRIPTS)
 from bench_machine import cpu_model_and_isa  # noqa: E402
 from bench_distributed import DEFAULTS, spark_floor, train_one_epoch  # noqa: E402
 from distri_job import median_breakdown  # noqa: E402
+import spark_timeline  # noqa: E402
 
 SYSTEMS = ("cluster", "local[3]")
 PARTITIONS = 3  # three hosts x one core, or three local cores
@@ -51,6 +56,8 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=float, default=DEFAULTS["warmup"], help="warm-up, fraction of the epoch")
     ap.add_argument("--num-slices", type=int, default=None,
                     help="slices of the flat vector for the block-manager backend (default: one per partition)")
+    ap.add_argument("--event-log", action="store_true",
+                    help="also print, per system, where Spark's time went (scripts/spark_timeline.py)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's logs and shared folder")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                     help="a Spark setting for both systems (repeatable), e.g. spark.eventLog.enabled=true")
@@ -122,15 +129,15 @@ def spark_conf(args):
     return conf
 
 
-def child_args(args, system, lineage_root):
+def child_args(args, system, lineage_root, conf):
     out = ["--child", system, "--batch", args.batch, "--syncs", *args.syncs, "--optimizer", args.optimizer,
            "--base-lr", args.base_lr, "--warmup", args.warmup, "--lineage-root", lineage_root]
     for flag, value in (("--train-rows", args.train_rows), ("--test-rows", args.test_rows),
                         ("--num-slices", args.num_slices)):
         if value:
             out += [flag, value]
-    for item in args.conf:
-        out += ["--conf", item]
+    for key, value in conf.items():
+        out += ["--conf", f"{key}={value}"]
     return [str(a) for a in out]
 
 
@@ -138,13 +145,19 @@ def run_system(cluster, system, args, work):
     """Run one system's driver to the end; its JSON lines."""
     from tests.cluster_fixtures import Process
 
-    lineage = os.path.join(cluster.shared, f"lineage-{system.replace('[', '').replace(']', '')}")
+    name = system.replace("[", "").replace("]", "")
+    lineage = os.path.join(cluster.shared, f"lineage-{name}")
+    conf = spark_conf(args)
+    if args.event_log:
+        events = work / f"events-{name}"
+        events.mkdir()
+        conf.update({"spark.eventLog.enabled": "true", "spark.eventLog.dir": f"file://{events}",
+                     "spark.eventLog.compress": "false"})
     if system == "cluster":
-        cmd = cluster.submit_command(os.path.abspath(__file__), *child_args(args, system, lineage),
-                                     conf=spark_conf(args))
+        cmd = cluster.submit_command(os.path.abspath(__file__), *child_args(args, system, lineage, conf), conf=conf)
     else:
         cmd = ["timeout", "--foreground", str(CHILD_TIMEOUT_S), sys.executable, os.path.abspath(__file__),
-               *child_args(args, system, lineage)]
+               *child_args(args, system, lineage, conf)]
     proc = Process(cmd, work / f"driver-{system}.log")
     try:
         code = proc.wait(CHILD_TIMEOUT_S)
@@ -161,6 +174,8 @@ def run_system(cluster, system, args, work):
                     lines.append(line)
         if len(lines) != len(args.syncs):
             raise RuntimeError(f"{system} driver printed {len(lines)} result lines:\n{proc.log()[-4000:]}")
+        if args.event_log:
+            lines.append(dict(system=system, spark_timeline=spark_timeline.summary(str(events))))
         return lines
     finally:
         proc.kill()
@@ -204,7 +219,8 @@ def main(argv=None):
                               start_s=round(time.perf_counter() - t, 1))), flush=True)
         for system in args.systems:
             for line in run_system(cluster, system, args, work):
-                lines.append(line)
+                if "sync" in line:  # a result, not the --event-log timeline
+                    lines.append(line)
                 print(json.dumps(line), flush=True)
         print(json.dumps(summary(lines)), flush=True)
     finally:

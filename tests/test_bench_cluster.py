@@ -64,3 +64,49 @@ def test_quick_run_prints_one_line_per_system_and_backend_then_the_ratios():
         assert ratio["cluster_over_local"] == pytest.approx(cluster_line["samples_s"] / local_line["samples_s"],
                                                             abs=1e-3)
         assert ratio["target_met"] == (ratio["cluster_over_local"] >= 1 / 1.3)
+
+
+def event(kind, **fields):
+    return dict(Event=kind, **fields)
+
+
+def stage_events(job, sid, name, submitted, tasks):
+    """A stage that ran `tasks` [(launch, finish, deserialize, run, fetch_wait)] in job `job`."""
+    out = [event("SparkListenerTaskEnd", **{"Stage ID": sid, "Task Info": {"Launch Time": launch, "Finish Time": finish,
+                                                                           "Host": "127.0.0.3"},
+                                           "Task Metrics": {"Executor Deserialize Time": deser, "Executor Run Time": run,
+                                                            "Shuffle Read Metrics": {"Fetch Wait Time": fetch}}})
+           for launch, finish, deser, run, fetch in tasks]
+    completed = max(t[1] for t in tasks) + 1
+    return out + [event("SparkListenerStageCompleted", **{"Stage Info": {
+        "Stage ID": sid, "Stage Name": name, "Submission Time": submitted, "Completion Time": completed}})]
+
+
+def test_spark_timeline_splits_block_manager_iterations_and_ring_launch_waits(tmp_path):
+    sys.path.insert(0, os.path.dirname(BENCH))
+    try:
+        import spark_timeline
+    finally:
+        sys.path.remove(os.path.dirname(BENCH))
+    update, compute = "partitionBy at /x/bigdl_py/sync/blockmanager.py:215", "partitionBy at /x/bigdl_py/sync/blockmanager.py:183"
+    events = [event("SparkListenerJobStart", **{"Job ID": 0, "Stage IDs": [0, 1]}),
+              *stage_events(0, 0, update, 100, [(105, 205, 50, 40, 30), (106, 180, 20, 50, 0)]),
+              *stage_events(0, 1, compute, 210, [(212, 312, 10, 80, 5)]),
+              event("SparkListenerJobStart", **{"Job ID": 1, "Stage IDs": [2]}),  # validation: one stage
+              *stage_events(1, 2, update, 400, [(401, 402, 0, 1, 0)]),
+              event("SparkListenerJobStart", **{"Job ID": 2, "Stage IDs": [3]}),
+              *stage_events(2, 3, "collect at /x/bigdl_py/engine/ring_driver.py:145", 1000,
+                            [(4600, 9000, 5, 4000, 0), (4601, 9000, 5, 4000, 0)])]
+    folder = tmp_path / "eventlog_v2_app-1"
+    folder.mkdir()
+    (folder / "events_1_app-1").write_text("".join(json.dumps(e) + "\n" for e in events))
+    found = spark_timeline.summary(str(tmp_path))
+    split = found["blockmanager_iteration"]
+    assert split["iterations"] == 1 and split["median_job_ms"] == 313 - 100
+    assert split["update_stage"] == dict(launch_wait_ms=5, span_ms=100, deserialize_ms=50, run_ms=50, fetch_wait_ms=30,
+                                         task_rest_ms=10)
+    assert split["compute_stage"]["deserialize_ms"] == 10 and split["compute_stage"]["run_ms"] == 80
+    assert found["ring_launch_wait_ms"] == [3601]
+    (folder / "events_2_app-1.zstd").write_bytes(b"\x28\xb5")
+    with pytest.raises(ValueError, match="compress=false"):
+        spark_timeline.summary(str(tmp_path))
