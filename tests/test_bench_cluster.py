@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "scripts", "bench_cluster.py")
 SPLIT = {"median_wall_ms", "median_compute_ms", "median_sync_ms", "median_data_ms", "median_overhead_ms"}
 RESULT_KEYS = {"system", "sync", "samples_s", "steady_samples_s", "test_accuracy", "iterations", "trivial_job_ms",
-               "first_iteration_ms", "outside_iterations_s"}
+               "first_iteration_ms", "outside_iterations_s", "outside_ms"}
 
 
 def load_bench():
@@ -56,6 +56,7 @@ def test_quick_run_prints_one_line_per_system_and_backend_then_the_ratios():
         assert r["iterations"] == 2 and r["train_rows"] == 1024 and r["test_rows"] == 256
         assert r["samples_s"] > 0 and r["steady_samples_s"] > 0 and 0 <= r["test_accuracy"] <= 1
         assert r["median_compute_ms"] > 0 and r["median_wall_ms"] > 0
+        assert set(r["outside_ms"]) == {"start", "validation", "checkpoints", "final_weights"}, r
         assert r["master"].startswith("spark://127.0.0.2:") if r["system"] == "cluster" else r["master"] == "local[3]"
     assert summary["summary"] is True and set(summary["ratios"]) == {"blockmanager", "ring"}
     for sync, ratio in summary["ratios"].items():

@@ -333,3 +333,21 @@ def test_lenet5_on_mnist_matches_torch_and_learns():
                                    rtol=1e-4, atol=1e-5)
     accs = [h["Top1Accuracy"] for h in opt.history if "Top1Accuracy" in h]
     assert len(accs) == 3 and accs[-1] > 0.25, accs  # chance is 0.1
+
+
+def test_time_outside_the_iterations_is_reported_by_phase(tmp_path):
+    x, y = data(64)
+    opt = make_optimizer(x, y, SGD(), batch_size=16, end_trigger=MaxEpoch(2))
+    opt.set_validation(x, y, [Top1Accuracy()], trigger=EveryEpoch())
+    opt.set_checkpoint(str(tmp_path / "ckpt"), trigger=EveryEpoch(), keep=1)
+    opt.set_training_log(str(tmp_path / "train.jsonl"))
+    opt.optimize()
+    assert set(opt.outside_ms) == {"start", "validation", "checkpoints", "final_weights"}
+    assert all(v >= 0 for v in opt.outside_ms.values())
+    assert opt.outside_ms["checkpoints"] > 0  # two checkpoints were written
+    validated = [e for e in opt.history if "validation_ms" in e]
+    assert [e["step"] for e in validated] == [4, 8]  # once per epoch, in the entries that carry the scores
+    assert all("Top1Accuracy" in e for e in validated)
+    assert sum(e["validation_ms"] for e in validated) == pytest.approx(opt.outside_ms["validation"])
+    log = read_log(str(tmp_path / "train.jsonl"))
+    assert [r["validation_ms"] for r in log if "Top1Accuracy" in r] == [e["validation_ms"] for e in validated]

@@ -51,6 +51,9 @@ class BaseOptimizer:
         self.tensorboard = None  # dict(log_dir, weights_every) once set
         self.progress = None  # None: auto (on for a terminal or a Jupyter kernel)
         self.history = []  # one dict per iteration (also written to the training log)
+        # ms the last optimize() spent outside its iterations: starting the backend (data to the
+        # executors, the ring's barrier stage), validations, checkpoints, collecting the weights.
+        self.outside_ms = {}
         self.early_stopping = None  # dict(metric, mode, best, best_epoch, since_best) once set
 
     # ---- configuration (chainable) ----------------------------------------------
@@ -185,7 +188,9 @@ class BaseOptimizer:
             cleanup.callback(backend.close)
             outputs = self.open_outputs(step, epoch, iteration)
             cleanup.callback(outputs.close)
-            backend.start(source)
+            self.outside_ms = dict(start=0.0, validation=0.0, checkpoints=0.0, final_weights=0.0)
+            with self._outside("start"):
+                backend.start(source)
             # A resumed run may already be finished (resumed from its final checkpoint).
             done = bool(self.end_trigger(self.make_state(epoch, step, False, None, None)))
             while not done:
@@ -203,17 +208,28 @@ class BaseOptimizer:
                                                 backend.validate, backend.known_norms())
                 done = bool(self.end_trigger(state))
                 epoch, iteration = (epoch + 1, 0) if epoch_finished else (epoch, iteration + 1)
-                if self.checkpoint and (done or self.checkpoint["trigger"](state)):
-                    backend.checkpoint(self.checkpoint["path"], self.meta(step, epoch, iteration),
-                                       self.checkpoint["keep"])
-                elif self.recovery_due(step):
-                    backend.checkpoint(self.recovery_root(), self.meta(step, epoch, iteration), keep=1)
+                with self._outside("checkpoints"):
+                    if self.checkpoint and (done or self.checkpoint["trigger"](state)):
+                        backend.checkpoint(self.checkpoint["path"], self.meta(step, epoch, iteration),
+                                           self.checkpoint["keep"])
+                    elif self.recovery_due(step):
+                        backend.checkpoint(self.recovery_root(), self.meta(step, epoch, iteration), keep=1)
                 for known in backend.known_norms():
                     outputs.write_norms(*known)
-            self.model.parameters_flat()[0][:] = backend.weights()
+            with self._outside("final_weights"):
+                self.model.parameters_flat()[0][:] = backend.weights()
             for known in backend.known_norms():
                 outputs.write_norms(*known)
         return self.model
+
+    @contextlib.contextmanager
+    def _outside(self, phase):
+        """Add the block's wall time to outside_ms[phase]."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.outside_ms[phase] += (time.perf_counter() - t0) * 1e3
 
     def recovery_due(self, step):
         """Whether a recovery checkpoint (not the user's) is due after `step`; none in this process."""
@@ -272,7 +288,10 @@ class BaseOptimizer:
         state = self.make_state(epoch + epoch_finished, step, epoch_finished, loss, score)
         scores = {}
         if self.validation and self.validation["trigger"](state):
+            t0 = time.perf_counter()
             scores = validate()
+            entry["validation_ms"] = (time.perf_counter() - t0) * 1e3
+            self.outside_ms["validation"] = self.outside_ms.get("validation", 0.0) + entry["validation_ms"]
             score = next(iter(scores.values()))
             entry.update(scores)
             if self.early_stopping:
