@@ -296,18 +296,21 @@ def _conv(x, w, y, geo, bias, has_bias, relu, cap):
 
 
 def _direct_conv(x, w, y, geo, bias, has_bias, relu, cap):
-    """conv_direct's forward, one task per block of whole images (disjoint parts of y),
-    with the padded input and the padded-width output in the running thread's workspace."""
+    """conv_direct's forward, one task per block of whole images (disjoint parts of y)
+    whose padded input and padded-width output, in the running thread's workspace, take
+    about _CHUNK_BYTES / 4: small tasks, as for im2col's chunks, so that a thread the OS
+    delays leaves little for the other to wait on."""
     hp, wp = geo.h + 2 * geo.padding[0], geo.w + 2 * geo.padding[1]
-    images = _image_blocks(geo.n)
+    per_image = (hp * wp * geo.cin + geo.oh * wp * geo.cout) * x.itemsize
+    images = max(1, _CHUNK_BYTES // 4 // per_image)
 
     def image_block_task(t):
-        n0, n1 = images[t].start, images[t].stop
+        n0, n1 = t * images, min(geo.n, (t + 1) * images)
         xp = _workspace("direct_x", conv_direct.padded_rows(n1 - n0, hp, wp, geo.kw) * geo.cin, x.dtype)
         yp = _workspace("direct_y", conv_direct.output_rows(n1 - n0, geo.oh, wp) * geo.cout, x.dtype)
         conv_direct.forward_images(x, w, y, n0, n1, *geo.padding, xp, yp, bias, has_bias, relu, cap)
 
-    run_tasks(image_block_task, len(images))
+    run_tasks(image_block_task, -(-geo.n // images))
 
 
 def _gemm_conv(x, w, y, geo, bias, has_bias, relu, cap):
