@@ -2,9 +2,9 @@
 
 Two kinds of JSON lines, for ResNet-20's convolution shapes (batch 64):
 - "split" (1 thread): for forward, input gradient and weight gradient of
-  kernels.conv, the milliseconds spent in im2col/col2im copies, in GEMMs and in
-  total (the best of `--repeats` calls), from timers wrapped around the module's
-  helpers.
+  kernels.conv, the milliseconds spent in im2col/col2im copies, in GEMMs, in the
+  direct kernels (conv_direct.py, where they apply) and in total (the best of
+  `--repeats` calls), from timers wrapped around the module's helpers.
 - "path": the stride-1, pad-1 3x3 forward computed four ways, each checked against
   kernels.conv.conv2d_forward, at each thread count (tasks of whole-image blocks on
   kernels.parallel, as the kernels split a batch), the best of `--repeats` rounds that
@@ -219,7 +219,7 @@ def split_lines(cases, repeats):
     set_num_threads(1)
     spent = collections.defaultdict(float)
     helpers = {"im2col": "copy", "col2im": "copy", "_grouped_matmul": "gemm", "_grouped_matmul_tn": "gemm",
-               "_grouped_matmul_nt": "gemm"}
+               "_grouped_matmul_nt": "gemm", "_direct_conv": "direct", "_direct_weight_grad": "direct"}
     originals = {name: getattr(conv, name) for name in helpers}
 
     def timed(name, f):
@@ -254,9 +254,10 @@ def split_lines(cases, repeats):
                     if best is None or total < best[0]:
                         best = (total, dict(spent))
                 total, parts = best
-                yield {"kind": "split", "case": case, "pass": pass_, "threads": 1, "total_ms": round(total * 1e3, 3),
-                       "copy_ms": round(parts.get("copy", 0.0) * 1e3, 3),
-                       "gemm_ms": round(parts.get("gemm", 0.0) * 1e3, 3),
+                yield {"kind": "split", "case": case, "pass": pass_, "threads": 1, "total_ms": round(total * 1e3, 4),
+                       "copy_ms": round(parts.get("copy", 0.0) * 1e3, 4),
+                       "gemm_ms": round(parts.get("gemm", 0.0) * 1e3, 4),
+                       "direct_ms": round(parts.get("direct", 0.0) * 1e3, 4),
                        "copy_share": round(parts.get("copy", 0.0) / total, 3)}
     finally:
         for name, f in originals.items():
@@ -295,8 +296,8 @@ def main(argv=None):
     args = parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     if args.smoke:
-        cases = {"smoke_3x3": (4, 8, 8, 8, 8, 3, 1), "smoke_3x3_s2": (4, 8, 8, 8, 16, 3, 2),
-                 "smoke_1x1_s2": (4, 8, 8, 8, 16, 1, 2)}
+        cases = {"smoke_3x3": (4, 8, 8, 8, 8, 3, 1), "smoke_3x3_direct": (4, 8, 8, 8, 16, 3, 1),
+                 "smoke_3x3_s2": (4, 8, 8, 8, 16, 3, 2), "smoke_1x1_s2": (4, 8, 8, 8, 16, 1, 2)}
         repeats, calls, roof_n = 1, 1, 256
     else:  # ResNet-20's convolutions at batch 64 (stage widths 16, 32, 64)
         cases = {"3x3_16ch": (64, 32, 32, 16, 16, 3, 1), "3x3_32ch": (64, 16, 16, 32, 32, 3, 1),
