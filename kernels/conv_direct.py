@@ -124,6 +124,21 @@ def _micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh,
 
 
 @njit(cache=True, nogil=True)
+def _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw):
+    """xp = images n0..n1 of the flat NHWC x (H x W x Cin each) zero-padded by ph, pw:
+    zero borders, each interior row one contiguous run."""
+    hp, wp = h_ + 2 * ph, w_ + 2 * pw
+    xp[:] = xp.dtype.type(0)
+    run = uint64(w_ * cin)
+    for n in range(n0, n1):
+        for r in range(h_):
+            s = uint64(((n * h_) + r) * w_ * cin)
+            d = uint64((((n - n0) * hp + r + ph) * wp + pw) * cin)
+            for j in range(run):
+                xp[d + j] = xf[s + j]
+
+
+@njit(cache=True, nogil=True)
 def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap):
     """y[n0:n1] = conv(x[n0:n1], w) (stride 1, zero padding ph, pw) (+ b, ReLU capped at
     cap), with xp and yp as the padded-input and output workspaces (flat, at least
@@ -133,16 +148,8 @@ def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap):
     oh_, ow_ = y.shape[1], y.shape[2]
     hp, wp = h_ + 2 * ph, w_ + 2 * pw
     xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)
+    _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw)
     zero = xp.dtype.type(0)
-    # the padded copy: zero borders, interior rows one contiguous run each
-    xp[:] = zero
-    run = uint64(w_ * cin)
-    for n in range(n0, n1):
-        for r in range(h_):
-            s = uint64(((n * h_) + r) * w_ * cin)
-            d = uint64((((n - n0) * hp + r + ph) * wp + pw) * cin)
-            for j in range(run):
-                xp[d + j] = xf[s + j]
     span = oh_ * wp
     for n in range(n1 - n0):
         for p0 in range(0, span, _PIXELS):
@@ -241,15 +248,8 @@ def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, gp, dw, chunk_by
     oh_, ow_ = grad_y.shape[1], grad_y.shape[2]
     hp, wp = h_ + 2 * ph, w_ + 2 * pw
     xf, gf = x.reshape(-1), grad_y.reshape(-1)
+    _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw)
     zero = xp.dtype.type(0)
-    xp[:] = zero
-    run = uint64(w_ * cin)
-    for n in range(n0, n1):
-        for r in range(h_):
-            s = uint64(((n * h_) + r) * w_ * cin)
-            d = uint64((((n - n0) * hp + r + ph) * wp + pw) * cin)
-            for j in range(run):
-                xp[d + j] = xf[s + j]
     gp[:] = zero
     grun = uint64(ow_ * cout)
     span = oh_ * wp
