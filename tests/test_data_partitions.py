@@ -101,3 +101,36 @@ def test_rows_that_disagree_with_the_declared_vector_width_are_bad_rows(spark):
         "ml_attr": {"num_attrs": 3}}))
     data = materialize_dataframe(declared, num_partitions=1, policy="skip")
     assert data.feature_shape == (3,) and data.bad["wrong_length"] == 1 and sum(data.sizes) == 1
+
+
+def test_store_grouped_reads_only_until_the_partitions_not_cached_here_are_complete(tmp_path):
+    """A ring task whose executor already holds its training files (the token stage wrote them)
+    reads only the validation chunks that come first in its input, then stops reading."""
+    from bigdl_py.data.partitions import DataLocation, store_grouped, store_partition
+
+    train, val = DataLocation(str(tmp_path), "train"), DataLocation(str(tmp_path), "val")
+    cached_x = np.full((2, 3), 7, np.float32)
+    store_partition(train.folder(), 0, cached_x, np.ones(2))
+    xv, yv = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1.0, 2.0])
+    records = [(0, ("slot",)), (0, (0, ("chunk", "val", 0, xv[:1], yv[:1]))),
+               (0, (0, ("chunk", "val", 1, xv[1:], yv[1:]))), (0, (0, ("stats", "val", {"rows": 2}))),
+               (0, (0, ("chunk", "train", 0, np.zeros((2, 3), np.float32), np.zeros(2)))),
+               (0, (0, ("stats", "train", {"rows": 2})))]
+    read = []
+
+    def stream():
+        for r in records:
+            read.append(r)
+            yield r
+
+    store_grouped(stream(), [(val, 3), (train, 3)], [0])
+    assert len(read) == 4  # the pin and the validation partition; no training record
+    np.testing.assert_array_equal(load_partition(val, 0, (3,))[0], xv)
+    np.testing.assert_array_equal(load_partition(train, 0, (3,))[0], cached_x)
+    read.clear()
+    store_grouped(stream(), [(val, 3), (train, 3)], [0])  # everything cached: nothing is read
+    assert read == []
+    empty = DataLocation(str(tmp_path / "elsewhere"), "train")
+    store_grouped(stream(), [(DataLocation(str(tmp_path / "elsewhere"), "val"), 3), (empty, 3)], [0])
+    assert len(read) == len(records)  # a new executor: both partitions are read and cached
+    np.testing.assert_array_equal(load_partition(empty, 0, (3,))[0], np.zeros((2, 3)))

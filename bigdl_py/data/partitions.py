@@ -368,18 +368,20 @@ def materialize_keyed(chunks, key_partitions, location, width, feature_shape, po
                                 tokens=tokens, keyed=keyed, policy_param=policy_param)
 
 
-def grouped_by_rank(datasets, ranks):
+def grouped_by_rank(datasets, ranks, pins=None):
     """The keyed chunks of several PartitionedData (same P) as `ranks` partitions for a barrier stage.
 
     Partition r holds the records (r, (p, record)) of every data partition p with
-    p * ranks // P == r. With one rank per partition that is the datasets' own shuffles,
-    unioned (narrow); otherwise one more shuffle, whose map side reads theirs. Nothing is
-    converted again or passes the driver.
+    p * ranks // P == r, the datasets' records in the order given. With one rank per
+    partition that is the datasets' own shuffles, unioned (narrow); otherwise one more
+    shuffle, whose map side reads theirs. Nothing is converted again or passes the driver.
 
-    The partitions are pinned to slots spread over the executors (data/placement.py). Left
-    to the shuffles' own preferences, several ranks can prefer the host that converted most
-    of the data; a barrier stage launches all its tasks in one round of offers, so it then
-    waits out Spark's locality delay (spark.locality.wait, 3 s) before it starts.
+    The partitions are pinned to `pins` (an RDD of `ranks` partitions under by_key, such as
+    the training data's tokens, so that rank r runs where partition r's files were written),
+    or else to slots spread over the executors (data/placement.py). Left to the shuffles' own
+    preferences, several ranks can prefer the host that converted most of the data; a barrier
+    stage launches all its tasks in one round of offers, so it then waits out Spark's
+    locality delay (spark.locality.wait, 3 s) before it starts.
     """
     P = datasets[0].num_partitions
     keyed = [d.keyed for d in datasets]
@@ -393,17 +395,45 @@ def grouped_by_rank(datasets, ranks):
         by_rank = union.map(with_rank, preservesPartitioning=True)  # rank r is partition r already
     else:
         by_rank = union.map(with_rank).partitionBy(ranks, by_key)
-    return outvoted_union(sc, [by_rank], spread_slots(sc, ranks))
+    if pins is None or pins.getNumPartitions() != ranks:
+        pins = spread_slots(sc, ranks)
+    return outvoted_union(sc, [by_rank], pins)
 
 
-def store_grouped(records, datasets):
+def is_cached(location, p):
+    """Whether partition p's files are in this executor's cache folder."""
+    base = os.path.join(location.folder(), f"part-{p:05d}")
+    return os.path.exists(base + "-x.npy") and os.path.exists(base + "-y.npy")
+
+
+def store_grouped(records, datasets, partitions):
     """Cache the partitions a grouped_by_rank task received on this executor.
 
-    `datasets` are (DataLocation, width) of the runs the records belong to.
+    `datasets` are (DataLocation, width) of the runs the records belong to, `partitions` the
+    data partitions this task holds. Partitions whose files are here already (written by the
+    token stage on this executor or another one on this machine) are not read again: the
+    records are read only until every missing partition is complete (each partition's
+    statistics record comes after its chunks), and not at all when none is missing.
     """
     by_run = {location.run_id: (location, width) for location, width in datasets}
-    chunks = (value for _, value in records if value[0] != "slot")  # the pins' records carry no data
-    for (run_id, p), (x, y, _) in _gather(chunks, by_run).items():
+    missing = {(location.run_id, p) for location, _ in datasets for p in partitions
+               if not is_cached(location, p)}
+
+    def needed():
+        if not missing:
+            return
+        for _, value in records:
+            if isinstance(value[0], str):  # a pin's record (slot or token) carries no data
+                continue
+            p, record = value
+            if (record[1], p) in missing:
+                yield p, record
+                if record[0] == "stats":
+                    missing.discard((record[1], p))
+                    if not missing:
+                        return
+
+    for (run_id, p), (x, y, _) in _gather(needed(), by_run).items():
         store_partition(by_run[run_id][0].folder(), p, x, y)
 
 

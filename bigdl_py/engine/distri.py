@@ -207,9 +207,11 @@ class DistriOptimizer(BaseOptimizer):
                    clip_value=self.clip_value, initial=None if source else self.model.parameters_flat()[0].copy(),
                    validation=v and dict(location=v["data"].location, feature_shape=v["data"].feature_shape,
                                          metrics=v["metrics"], batch_size=v["batch_size"]))
-        datasets = [self.data] + ([v["data"]] if v else [])
+        datasets = ([v["data"]] if v else []) + [self.data]
         cfg["datasets"] = [(d.location, int(np.prod(d.feature_shape))) for d in datasets]
-        return RingDriver(self, options, cfg, R, grouped_by_rank(datasets, R))
+        # Rank r runs where training partition r's token wrote its files, so its task reads only
+        # the validation chunks (first in the input) and the training files are not rebuilt.
+        return RingDriver(self, options, cfg, R, grouped_by_rank(datasets, R, pins=self.data.tokens))
 
 
 def _is_rdd(data):

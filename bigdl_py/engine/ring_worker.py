@@ -285,8 +285,9 @@ def ring_task(cfg):
     """mapPartitions function of the barrier stage (one partition per rank).
 
     The task's input is its rank's data partitions (data.partitions.grouped_by_rank), cached
-    on this executor before anything else, so training reads no file another host wrote. A
-    task that fails reports its exception (failure_report) to the driver before it raises.
+    on this executor before anything else (partitions whose files this machine's cache already
+    holds are not read again), so training reads no file another host wrote. A task that fails
+    reports its exception (failure_report) to the driver before it raises.
     """
     def run(records):
         from pyspark import BarrierTaskContext
@@ -306,9 +307,9 @@ def _run_rank(cfg, records):
 
     from bigdl_py.data.partitions import store_grouped
 
-    store_grouped(records, cfg["datasets"])
     ctx = BarrierTaskContext.get()
     rank = ctx.partitionId()
+    store_grouped(records, cfg["datasets"], cfg["partitions"][rank])
     host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
     server = ring.listen(host)
     try:
