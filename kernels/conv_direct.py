@@ -66,6 +66,23 @@ def output_rows(n_images, oh, wp):
     return n_images * oh * wp + _PIXELS
 
 
+def _vector_registers(builder, dtype, rows):
+    """What both micro-kernels build first: the 256-bit vector type of `dtype`, its lane count,
+    the vectors per _CHANNELS, LLVM's fused multiply-add on it, the lane-0 broadcast mask, and
+    rows x (vectors per _CHANNELS) zeroed accumulators (allocas in the entry block: LLVM
+    promotes them to registers)."""
+    scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
+    lanes = 32 // (dtype.bitwidth // 8)  # one 256-bit vector
+    n_vec = _CHANNELS // lanes
+    vec = ir.VectorType(scalar, lanes)
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}f{dtype.bitwidth}")
+    zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * lanes)) for _ in range(n_vec)]
+           for _ in range(rows)]
+    return vec, lanes, n_vec, fma, zero_mask, acc
+
+
 @intrinsic
 def _micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh, kw):
     """out[o0 + p*cout + j] = sum over i < kh, k < kw, c < cin of
@@ -82,17 +99,8 @@ def _micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh,
         x_ptr = context.make_array(signature.args[0])(context, builder, xa).data
         w_ptr = context.make_array(signature.args[2])(context, builder, wa).data
         o_ptr = context.make_array(signature.args[4])(context, builder, oa).data
-        scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
-        lanes = 32 // (dtype.bitwidth // 8)  # one 256-bit vector
-        n_vec = _CHANNELS // lanes
-        vec = ir.VectorType(scalar, lanes)
+        vec, lanes, n_vec, fma, zero_mask, acc = _vector_registers(builder, dtype, _PIXELS)
         i64 = ir.IntType(64)
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}f{dtype.bitwidth}")
-        zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        # allocas in the entry block: LLVM promotes them to registers
-        acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * lanes)) for _ in range(n_vec)]
-               for _ in range(_PIXELS)]
         with cgutils.for_range(builder, kh_) as loop_i:
             with cgutils.for_range(builder, kw_) as loop_k:
                 i, k = loop_i.index, loop_k.index
@@ -193,17 +201,9 @@ def _grad_micro_kernel(typingctx, xp, x0, gp, g0, count, cin, cout, channels, dw
         x_ptr = context.make_array(signature.args[0])(context, builder, xa).data
         g_ptr = context.make_array(signature.args[2])(context, builder, ga).data
         d_ptr = context.make_array(signature.args[8])(context, builder, da).data
-        scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
-        lanes = 32 // (dtype.bitwidth // 8)
-        n_vec = _CHANNELS // lanes
-        vec = ir.VectorType(scalar, lanes)
+        vec, lanes, n_vec, fma, zero_mask, acc = _vector_registers(builder, dtype, _GRAD_CHANNELS)
         i64 = ir.IntType(64)
         align = dtype.bitwidth // 8
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}f{dtype.bitwidth}")
-        zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * lanes)) for _ in range(n_vec)]
-               for _ in range(_GRAD_CHANNELS)]
         with cgutils.for_range(builder, count_) as loop_q:
             q = loop_q.index
             g_row = builder.add(go, builder.mul(q, cout_))

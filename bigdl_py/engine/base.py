@@ -291,7 +291,7 @@ class BaseOptimizer:
             t0 = time.perf_counter()
             scores = validate()
             entry["validation_ms"] = (time.perf_counter() - t0) * 1e3
-            self.outside_ms["validation"] = self.outside_ms.get("validation", 0.0) + entry["validation_ms"]
+            self.outside_ms["validation"] += entry["validation_ms"]
             score = next(iter(scores.values()))
             entry.update(scores)
             if self.early_stopping:
