@@ -16,7 +16,8 @@ one BLAS thread per task), torch torch.set_num_threads(n); the sgemm roof is one
 thread's.
 
 Each case line: case, op, shape (ours' NHWC / HWIO shapes), pass, threads, ours_ms and
-torch_ms (medians, measured interleaved), ratio = ours_ms / torch_ms, gflops (ours;
+torch_ms (medians, measured interleaved; at several threads each system starts after a
+pause that lets the other's threads go idle), ratio = ours_ms / torch_ms, gflops (ours;
 conv 2*N*OH*OW*Cout*KH*KW*Cin/groups per pass, x3 for fwd+bwd, x2 when the input
 gradient is skipped; null for memory-bound ops, which report gb_s: the bytes of
 each array read or written once, per second), torch_layout (the faster of torch's
@@ -189,20 +190,35 @@ def measure_compile_times():
 
 # ---------------------------------------------------------------- timing
 
-def time_interleaved(fns, budget_s, min_rounds, max_rounds=200, warmup=2):
+# Torch's OpenMP threads spin for ~8-9 ms after each parallel region (measured here: the CPU
+# time the process burns while its caller sleeps after a 2-thread conv) before they sleep. Timed
+# right after torch, ours ran with that spinner on the second core: the 16-channel 3x3 forward at
+# 2 threads took 8.2 ms after a torch call and 5.5 ms after one of ours (median, same run). So
+# where systems alternate at several threads, the next one starts after this pause.
+SETTLE_S = 0.015
+
+
+def time_interleaved(fns, budget_s, min_rounds, max_rounds=200, warmup=2, system=None, settle_s=0.0):
     """Median seconds per call of each callable in `fns` (a dict).
 
     One call of each per round, round after round, so that load from other
-    processes on the shared CPU falls on ours and torch alike.
+    processes on the shared CPU falls on ours and torch alike. With `system`
+    (key -> name) and settle_s, where the system changes from one call to the next,
+    the next waits settle_s (the other's threads go idle) and is called once untimed
+    (its own threads are awake, as in a training loop), then timed.
     """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples = {k: [] for k in fns}
     start = time.perf_counter()
-    rounds = 0
+    rounds, last = 0, None
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget_s):
         for k, fn in fns.items():
+            if settle_s and system is not None and system(k) != last:
+                time.sleep(settle_s)
+                fn()
+                last = system(k)
             t = time.perf_counter()
             fn()
             samples[k].append(time.perf_counter() - t)
@@ -535,14 +551,15 @@ def build_cases(mode):
 
 # ---------------------------------------------------------------- run
 
-def run_case(case, budget_s, min_rounds):
+def run_case(case, budget_s, min_rounds, threads):
     """Time every callable of `case` together; return its two JSON records."""
     case.check()
     fns = {("ours", "fwd"): case.ours_fwd, ("ours", "fwd+bwd"): case.ours_fb}
     for layout in case.torch_fwd:
         fns[(layout, "fwd")] = case.torch_fwd[layout]
         fns[(layout, "fwd+bwd")] = case.torch_fb[layout]
-    med, rounds = time_interleaved(fns, budget_s, min_rounds)
+    med, rounds = time_interleaved(fns, budget_s, min_rounds, system=lambda key: key[0] == "ours",
+                                   settle_s=SETTLE_S if threads > 1 else 0.0)
     records = []
     for pass_ in ("fwd+bwd", "fwd"):
         ours_s = med[("ours", pass_)]
@@ -658,7 +675,7 @@ def main(argv):
         for case in cases:
             log(f"{case.name} threads={threads}...")
             try:
-                recs = run_case(case, budget_s, min_rounds)
+                recs = run_case(case, budget_s, min_rounds, threads)
             except AssertionError as e:
                 failures.append(f"threads={threads}: {e}")
                 log(f"FAILED {e}")

@@ -66,3 +66,24 @@ def test_compiled_kernels_load_from_the_disk_cache_in_under_2_seconds():
     # CPU seconds: wall time on a shared machine counts other processes too
     assert summary["compile_warm_cpu_s"] < 2.0, summary["compile_warm_by_module_s"]
     assert summary["compile_warm_cpu_s"] < summary["compile_cold_cpu_s"]
+
+
+def test_interleaved_timing_lets_the_other_systems_threads_settle_before_a_switch():
+    """Where the system changes, a pause and one untimed call come before the timed one."""
+    saved = dict(os.environ)  # the script pins the thread variables at import
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    try:
+        import bench_kernels
+    finally:
+        sys.path.pop(0)
+        os.environ.clear()
+        os.environ.update(saved)
+    calls = []
+    fns = {(s, p): (lambda s=s, p=p: calls.append((s, p))) for s in ("ours", "torch") for p in ("fwd", "bwd")}
+    _, rounds = bench_kernels.time_interleaved(fns, 0.0, 2, warmup=0, system=lambda k: k[0], settle_s=0.001)
+    assert rounds == 2
+    once = [("ours", "fwd"), ("ours", "fwd"), ("ours", "bwd"), ("torch", "fwd"), ("torch", "fwd"), ("torch", "bwd")]
+    assert calls == once * 2
+    calls.clear()
+    bench_kernels.time_interleaved(fns, 0.0, 2, warmup=0)
+    assert calls == list(fns) * 2
