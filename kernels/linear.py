@@ -1,11 +1,12 @@
 """Fully connected layer as BLAS GEMMs: y = x @ w.T + b, weight (out, in) as in PyTorch.
 
-With several kernel threads each GEMM is split into row blocks (parallel.matmul_rows).
+With several kernel threads each GEMM is split into row blocks (parallel.matmul_rows), and the
+backward's dx and dW GEMMs run as tasks of one split (parallel.matmuls).
 """
 import numpy as np
 
 from ._checks import check_array, check_same_dtype, check_shape
-from .parallel import matmul_rows
+from .parallel import matmul_rows, matmuls
 
 
 def _check_x_w(x, w):
@@ -56,12 +57,8 @@ def linear_backward(x, w, grad_y, need_dx=True, has_bias=True, need_dw=True):
     check_array("grad_y", grad_y, ndim=2)
     check_shape("grad_y", grad_y, (x.shape[0], w.shape[0]))
     check_same_dtype(x=x, grad_y=grad_y)
-    dx = dw = db = None
-    if need_dx:
-        dx = np.empty_like(x)
-        matmul_rows(grad_y, w, dx)
-    if need_dw:
-        dw = np.empty_like(w)
-        matmul_rows(grad_y.T, x, dw)
-        db = grad_y.sum(axis=0) if has_bias else None
+    dx = np.empty_like(x) if need_dx else None
+    dw = np.empty_like(w) if need_dw else None
+    matmuls(*([(grad_y, w, dx)] if need_dx else []), *([(grad_y.T, x, dw)] if need_dw else []))
+    db = grad_y.sum(axis=0) if need_dw and has_bias else None
     return dx, dw, db

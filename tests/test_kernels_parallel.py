@@ -112,8 +112,10 @@ def test_conv_gives_the_same_bits_on_one_and_two_threads(case):
         np.testing.assert_array_equal(one, two)
 
 
-# split above 12M multiply-adds: 512x256x128 and 1030x129x97 (odd halves, dW too); the rest whole
-@pytest.mark.parametrize("n, fin, fout", [(512, 64, 256), (512, 256, 128), (1030, 129, 97), (8, 64, 64)])
+# split above 12M multiply-adds: 512x256x128 and 1030x129x97 (odd halves, dW too); the rest whole,
+# 512x128x64's dx and dW (4.2M each) as two tasks
+@pytest.mark.parametrize("n, fin, fout", [(512, 64, 256), (512, 256, 128), (1030, 129, 97), (512, 128, 64),
+                                          (8, 64, 64)])
 def test_linear_gives_the_same_bits_on_one_and_two_threads(n, fin, fout):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, fin), dtype=np.float32)
@@ -130,6 +132,19 @@ def test_linear_gives_the_same_bits_on_one_and_two_threads(n, fin, fout):
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
     np.testing.assert_allclose(results[1][0], x.astype(np.float64) @ w.T.astype(np.float64) + b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n, fin, fout, tasks", [(512, 256, 128, [4]), (512, 128, 64, [2]), (8, 64, 64, [])])
+def test_linear_backward_runs_dx_and_dw_as_the_tasks_of_one_split(two_threads, monkeypatch, n, fin, fout, tasks):
+    """Both GEMMs, in row blocks above 12M multiply-adds, share one hand-off; below 6M in all, none."""
+    calls = []
+    run_tasks = parallel.run_tasks
+    monkeypatch.setattr(parallel, "run_tasks", lambda task, n_tasks: calls.append(n_tasks) or run_tasks(task, n_tasks))
+    x, w, gy = np.ones((n, fin), np.float32), np.ones((fout, fin), np.float32), np.ones((n, fout), np.float32)
+    dx, dw, _ = linear_backward(x, w, gy)
+    assert calls == tasks
+    np.testing.assert_array_equal(dx, np.full((n, fin), fout, np.float32))
+    np.testing.assert_array_equal(dw, np.full((fout, fin), n, np.float32))
 
 
 def test_blocks_cover_the_rows_in_order_and_do_not_depend_on_threads(two_threads):
