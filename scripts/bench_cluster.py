@@ -19,7 +19,7 @@ median block-manager iteration per stage (launch wait, task deserialisation, run
 wait) and how long each ring barrier stage waited for its tasks' launch.
 
     sudo .venv/bin/python scripts/bench_cluster.py [--quick] [--train-rows N] [--syncs blockmanager ring]
-                                                    [--num-slices N] [--event-log]
+                                                    [--num-slices N] [--event-log] [--jvm-options OPTS]
 """
 import argparse
 import json
@@ -42,6 +42,12 @@ SYSTEMS = ("cluster", "local[3]")
 PARTITIONS = 3  # three hosts x one core, or three local cores
 TARGET_SLOWDOWN = 1.3  # the cluster within 1.3x of local[3]
 CHILD_TIMEOUT_S = 1500
+# The JVMs only schedule and move bytes; the Python workers train. C2's compiler threads and G1's
+# concurrent threads compete with them for the cores, on the cluster in four JVMs (driver and three
+# executors) against local[3]'s one: with C1 only and the serial collector in every JVM of both
+# systems, a trivial two-stage job took 307 ms against 655 ms on the cluster, 205 against 225 ms on
+# local[3]. The README recommends the same for small executors.
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def parse_args(argv=None):
@@ -59,6 +65,8 @@ def parse_args(argv=None):
                     help="slices of the flat vector for the block-manager backend (default: one per partition)")
     ap.add_argument("--event-log", action="store_true",
                     help="also print, per system, where Spark's time went (scripts/spark_timeline.py)")
+    ap.add_argument("--jvm-options", default=JVM_OPTIONS,
+                    help="Java options of the driver and executor JVMs of both systems ('' for the JVM's defaults)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's logs and shared folder")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                     help="a Spark setting for both systems (repeatable), e.g. spark.eventLog.enabled=true")
@@ -131,6 +139,13 @@ def spark_conf(args):
     return conf
 
 
+def jvm_conf(options):
+    """The Spark settings that give the driver and the executors `options`."""
+    if not options:
+        return {}
+    return {"spark.driver.extraJavaOptions": options, "spark.executor.extraJavaOptions": options}
+
+
 def child_args(args, system, lineage_root, conf):
     out = ["--child", system, "--batch", args.batch, "--syncs", *args.syncs, "--optimizer", args.optimizer,
            "--base-lr", args.base_lr, "--warmup", args.warmup, "--lineage-root", lineage_root]
@@ -149,7 +164,7 @@ def run_system(cluster, system, args, work):
 
     name = system.replace("[", "").replace("]", "")
     lineage = os.path.join(cluster.shared, f"lineage-{name}")
-    conf = spark_conf(args)
+    conf = {**jvm_conf(args.jvm_options), **spark_conf(args)}
     if args.event_log:
         events = work / f"events-{name}"
         events.mkdir()
@@ -218,7 +233,7 @@ def main(argv=None):
         t = time.perf_counter()
         cluster = IsolatedHostsCluster(work)
         print(json.dumps(dict(cluster=cluster.url, hosts=list(cluster.hosts), cores_per_host=1,
-                              start_s=round(time.perf_counter() - t, 1))), flush=True)
+                              jvm_options=args.jvm_options, start_s=round(time.perf_counter() - t, 1))), flush=True)
         for system in args.systems:
             for line in run_system(cluster, system, args, work):
                 if "sync" in line:  # a result, not the --event-log timeline

@@ -37,6 +37,14 @@ def test_summary_compares_the_cluster_with_local3_per_backend_against_1_3x():
     assert ratios["blockmanager"]["steady_target_met"]
 
 
+def test_every_jvm_of_both_systems_gets_the_jvm_options_unless_they_are_empty():
+    bench = load_bench()
+    assert bench.parse_args([]).jvm_options == bench.JVM_OPTIONS
+    assert bench.jvm_conf("-XX:TieredStopAtLevel=1") == {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+                                                          "spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+    assert bench.jvm_conf("") == {}
+
+
 @pytest.mark.slow
 @pytest.mark.spark
 def test_quick_run_prints_one_line_per_system_and_backend_then_the_ratios():
@@ -49,6 +57,7 @@ def test_quick_run_prints_one_line_per_system_and_backend_then_the_ratios():
     machine, cluster, *results, summary = [json.loads(line) for line in proc.stdout.splitlines()]
     assert machine["machine"]["cpu"] and machine["machine"]["isa"]
     assert cluster["hosts"] == ["127.0.0.3", "127.0.0.4", "127.0.0.5"]
+    assert cluster["jvm_options"] == load_bench().JVM_OPTIONS
     assert {(r["system"], r["sync"]) for r in results} == {
         (system, sync) for system in ("cluster", "local[3]") for sync in ("blockmanager", "ring")}
     for r in results:
