@@ -239,14 +239,14 @@ def test_efficientnet_lite0_matches_efficientnet_lite_pytorch():
     check_lite0_against(ref, zoo.efficientnet_lite0(), MODELS["efficientnet_lite0"][1], seed=2)
 
 
-def test_folding_batchnorm_into_the_convolutions_keeps_the_outputs():
+def test_fusing_efficientnet_lite0_folds_every_batchnorm_and_relu6_and_keeps_the_outputs():
     torch.manual_seed(0)
     ref = TorchLite0()
     randomise_bn_statistics(ref, 3)
     model = zoo.efficientnet_lite0()
     import_by_name(model, ref.state_dict())
-    folded = zoo.fold_lite0_batchnorm(model)
-    assert not any(isinstance(m, nn.BatchNorm) for _, m in folded.named_modules())
+    folded = nn.fuse_for_inference(model)
+    assert not any(isinstance(m, (nn.BatchNorm, nn.ReLU6)) for _, m in folded.named_modules())
     assert folded.num_parameters() == model.num_parameters() - 2 * sum(
         m.config["num_features"] for _, m in model.named_modules() if isinstance(m, nn.BatchNorm)) + sum(
         m.config["out_channels"] for _, m in folded.named_modules() if isinstance(m, nn.Conv2d))

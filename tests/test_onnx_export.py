@@ -27,9 +27,9 @@ def with_random_batchnorm(model, seed=0):
     return model
 
 
-def lite0(fold_bn):
+def lite0(fused):
     model = with_random_batchnorm(zoo.efficientnet_lite0(num_classes=10, seed=1))
-    return zoo.fold_lite0_batchnorm(model) if fold_bn else model
+    return nn.fuse_for_inference(model) if fused else model
 
 
 def images(shape):
@@ -77,9 +77,11 @@ MODELS = {
     "lenet5": (lambda: zoo.lenet5(seed=1), (28, 28, 1), images((28, 28, 1))),
     "mlp": (lambda: zoo.mlp(dropout=0.2, activation="elu", seed=1), (64,), images((64,))),
     "resnet20": (lambda: with_random_batchnorm(zoo.resnet20(seed=1)), (32, 32, 3), images((32, 32, 3))),
+    "resnet20_fused": (lambda: nn.fuse_for_inference(with_random_batchnorm(zoo.resnet20(seed=1))), (32, 32, 3),
+                       images((32, 32, 3))),
     # 64x64 instead of 224x224 keeps the test fast (any size divisible by 32 works).
-    "efficientnet_lite0": (lambda: lite0(fold_bn=False), (64, 64, 3), images((64, 64, 3))),
-    "efficientnet_lite0_folded": (lambda: lite0(fold_bn=True), (64, 64, 3), images((64, 64, 3))),
+    "efficientnet_lite0": (lambda: lite0(fused=False), (64, 64, 3), images((64, 64, 3))),
+    "efficientnet_lite0_fused": (lambda: lite0(fused=True), (64, 64, 3), images((64, 64, 3))),
     "lstm_classifier": (lambda: zoo.lstm_classifier(30, 5, 7, 3, seed=1), (None,), tokens(30, 6)),
     "branchy_graph": (branchy_graph, (12, 12, 3), images((12, 12, 3))),
 }

@@ -9,6 +9,7 @@ from bigdl_py.nn.containers import Sequential
 from bigdl_py.nn.graph import Add, Concat, Input, Model, Node
 from bigdl_py.nn.criterions import (BCEWithLogitsLoss, ClassNLLCriterion, Criterion, CrossEntropyLoss, L1Loss,
                                     MSELoss, NLLLoss, SmoothL1Loss, criterion_from_config, get_criterion)
+from bigdl_py.nn.fusion import fuse_for_inference
 from bigdl_py.nn.io import load_model, save_model
 from bigdl_py.nn.onnx_export import save_onnx
 from bigdl_py.nn.onnx_import import load_onnx

@@ -121,33 +121,22 @@ _LITE0_BLOCKS = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40
 _BN = {"eps": 1e-3, "momentum": 0.01}
 
 
-def _same_conv(cin, cout, kernel, stride, groups, name, bias=False, activation=None):
-    """Conv with TensorFlow "SAME" padding: [pad,] conv. Stride 2 pads (k-2)//2 top/left, the rest
+def _same_conv(cin, cout, kernel, stride, groups, name):
+    """Conv (no bias) with TensorFlow "SAME" padding: [pad,] conv. Stride 2 pads (k-2)//2 top/left, the rest
     bottom/right (exact for inputs whose sizes stay even at every stride-2 stage, e.g. 224)."""
     if stride == 1:
-        return [Conv2d(cin, cout, kernel, padding=(kernel - 1) // 2, groups=groups, bias=bias, activation=activation,
-                       name=name)]
+        return [Conv2d(cin, cout, kernel, padding=(kernel - 1) // 2, groups=groups, bias=False, name=name)]
     lo, hi = (kernel - 2) // 2, kernel - 2 - (kernel - 2) // 2
     return [ZeroPad2d((lo, hi, lo, hi), name=f"{name}_pad"),
-            Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=bias, activation=activation, name=name)]
+            Conv2d(cin, cout, kernel, stride=stride, groups=groups, bias=False, name=name)]
 
 
-def _lite_conv_bn(bn_name, make_conv, channels, fold_bn, relu6=None):
-    """make_conv(bias, activation) layers, then BatchNorm `bn_name` and the ReLU6 layer named `relu6` (if any).
-
-    With fold_bn the BatchNorm is folded into the conv's weights and bias, and the ReLU6 is
-    fused into the conv kernel (one pass over the output less)."""
-    if fold_bn:
-        return make_conv(True, "relu6" if relu6 else None)
-    return make_conv(False, None) + [BatchNorm(channels, name=bn_name, **_BN)] + ([ReLU6(name=relu6)] if relu6 else [])
+def _bn(channels, name, relu6=None):
+    """BatchNorm `name`, then the ReLU6 layer named `relu6` (if any)."""
+    return [BatchNorm(channels, name=name, **_BN)] + ([ReLU6(name=relu6)] if relu6 else [])
 
 
-# Which BatchNorm follows which convolution (efficientnet_lite_pytorch's names), for folding.
-_LITE0_CONV_BN = {"_conv_stem": "_bn0", "_conv_head": "_bn1", "_expand_conv": "_bn0", "_depthwise_conv": "_bn1",
-                  "_project_conv": "_bn2"}
-
-
-def _mbconv(cin, cout, kernel, stride, expand, fold_bn=False):
+def _mbconv(cin, cout, kernel, stride, expand):
     """Inverted residual: [expand 1x1 + BN + ReLU6,] depthwise kxk + BN + ReLU6, project 1x1 + BN, [+ x].
 
     Names follow efficientnet_lite_pytorch's MBConvBlock (_expand_conv, _bn0,
@@ -156,11 +145,9 @@ def _mbconv(cin, cout, kernel, stride, expand, fold_bn=False):
     mid = cin * expand
     layers = []
     if expand != 1:
-        layers += _lite_conv_bn("_bn0", lambda b, a: [Conv2d(cin, mid, 1, bias=b, activation=a, name="_expand_conv")],
-                                mid, fold_bn, relu6="_swish0")
-    layers += _lite_conv_bn("_bn1", lambda b, a: _same_conv(mid, mid, kernel, stride, mid, "_depthwise_conv", b, a),
-                            mid, fold_bn, relu6="_swish1")
-    layers += _lite_conv_bn("_bn2", lambda b, a: [Conv2d(mid, cout, 1, bias=b, name="_project_conv")], cout, fold_bn)
+        layers += [Conv2d(cin, mid, 1, bias=False, name="_expand_conv"), *_bn(mid, "_bn0", "_swish0")]
+    layers += [*_same_conv(mid, mid, kernel, stride, mid, "_depthwise_conv"), *_bn(mid, "_bn1", "_swish1")]
+    layers += [Conv2d(mid, cout, 1, bias=False, name="_project_conv"), *_bn(cout, "_bn2")]
     if stride != 1 or cin != cout:
         return Sequential(*layers)
     x = inp = Input((None, None, cin), name="inputs")
@@ -169,7 +156,7 @@ def _mbconv(cin, cout, kernel, stride, expand, fold_bn=False):
     return Model(inp, Add(name="_skip")([x, inp]))
 
 
-def efficientnet_lite0(num_classes=1000, dropout=0.2, seed=None, fold_bn=False):
+def efficientnet_lite0(num_classes=1000, dropout=0.2, seed=None):
     """EfficientNet-Lite0 (Tan & Le 2019, Lite variant: ReLU6, no squeeze-excite, fixed stem/head).
 
     Stem 3x3 stride-2 conv to 32 channels, 16 MBConv blocks, head 1x1 conv to
@@ -177,58 +164,25 @@ def efficientnet_lite0(num_classes=1000, dropout=0.2, seed=None, fold_bn=False):
     parameter names match efficientnet_lite_pytorch (`_conv_stem.weight`,
     `_blocks.3._depthwise_conv.weight`, `_fc.bias`, ...), so a PyTorch state dict
     imports by name (convolution weights transposed to HWIO). Stochastic depth
-    (drop-connect) is not applied.
-    With `fold_bn` there are no BatchNorm or ReLU6 layers: the convolutions have biases,
-    hold the folded eval-mode BatchNorms (an inference model, see
-    `fold_lite0_batchnorm`) and apply ReLU6 in their kernel, which saves two passes over
-    most activations.
+    (drop-connect) is not applied. For inference, `bigdl_py.nn.fuse_for_inference`
+    folds every BatchNorm into its convolution and runs each ReLU6 in the convolution
+    kernel, which saves two passes over most activations.
     Shape: x (N, 224, 224, 3) -> logits (N, num_classes); any size divisible by 32 works.
     """
     blocks = []
     for repeats, kernel, stride, expand, cin, cout in _LITE0_BLOCKS:
         for r in range(repeats):
-            blocks.append(_mbconv(cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand, fold_bn))
+            blocks.append(_mbconv(cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand))
     model = Sequential(
-        *_lite_conv_bn("_bn0", lambda b, a: _same_conv(3, 32, 3, 2, 1, "_conv_stem", b, a), 32, fold_bn,
-                       relu6="_stem_swish"),
+        *_same_conv(3, 32, 3, 2, 1, "_conv_stem"), *_bn(32, "_bn0", "_stem_swish"),
         Sequential(*blocks, name="_blocks"),
-        *_lite_conv_bn("_bn1", lambda b, a: [Conv2d(320, 1280, 1, bias=b, activation=a, name="_conv_head")], 1280,
-                       fold_bn, relu6="_head_swish"),
+        Conv2d(320, 1280, 1, bias=False, name="_conv_head"), *_bn(1280, "_bn1", "_head_swish"),
         GlobalAvgPool2d(name="_avg_pooling"),
         *([Dropout(dropout, name="_dropout")] if dropout else []),
         Linear(1280, num_classes, name="_fc"),
         name="efficientnet_lite0",
     )
     return _seeded(model, seed)
-
-
-def fold_lite0_batchnorm(model):
-    """An inference copy of an EfficientNet-Lite0 with every eval-mode BatchNorm folded into its convolution.
-
-    y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta is conv(x) with weights
-    scaled by s = gamma / sqrt(var + eps) per output channel and bias beta - mean * s
-    (computed in float64). The result is in eval mode; it cannot be trained as the original.
-    """
-    state = model.state_dict()
-    fc = state["_fc.weight"]
-    dropout = next((m.config["p"] for _, m in model.named_modules() if isinstance(m, Dropout)), 0.0)
-    folded = efficientnet_lite0(num_classes=fc.shape[0], dropout=dropout, fold_bn=True)
-    eps = _BN["eps"]
-    out = {}
-    for name in folded.state_dict():
-        layer, _, what = name.rpartition(".")  # "_blocks.3._expand_conv", "weight"
-        prefix, _, conv = layer.rpartition(".")
-        if conv not in _LITE0_CONV_BN:
-            out[name] = state[name]
-            continue
-        bn = f"{prefix}.{_LITE0_CONV_BN[conv]}" if prefix else _LITE0_CONV_BN[conv]
-        scale = state[f"{bn}.weight"].astype(np.float64) / np.sqrt(state[f"{bn}.running_var"].astype(np.float64) + eps)
-        if what == "weight":
-            out[name] = (state[name].astype(np.float64) * scale).astype(np.float32)  # HWIO: Cout is the last axis
-        else:
-            out[name] = (state[f"{bn}.bias"] - state[f"{bn}.running_mean"] * scale).astype(np.float32)
-    folded.load_state_dict(out)
-    return folded.eval()
 
 
 def lstm_classifier(vocab_size, embed_dim, hidden, num_classes, seed=None):

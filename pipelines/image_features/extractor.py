@@ -12,8 +12,8 @@ import os
 import numpy as np
 
 from bigdl_py.atomic import atomic_write_json
-from bigdl_py.nn import zoo
 from bigdl_py.nn.containers import Sequential
+from bigdl_py.nn.fusion import fuse_for_inference
 from bigdl_py.nn.io import load_model
 from bigdl_py.nn.layers import Conv2d, Dropout, Linear
 from bigdl_py.nn.module import from_config
@@ -102,13 +102,13 @@ def load_extractor(model="efficientnet-lite0", image_size=224, resize="crop"):
     convolution's input channels.
     """
     if model == MODEL_NAME:
-        net = zoo.fold_lite0_batchnorm(pretrained_efficientnet_lite0())  # inference only: no BN passes
+        net = fuse_for_inference(pretrained_efficientnet_lite0())  # inference only: no BN passes
         prep = Preprocessing(image_size, resize, 3, LITE_MEAN, LITE_STD)
         labels = list(imagenet_labels())
     else:
         if not isinstance(model, str) or not os.path.isdir(model):
             raise ValueError(f"model: expected {MODEL_NAME!r} or a saved model directory, received {model!r}")
-        net = load_model(model).eval()
+        net = fuse_for_inference(load_model(model))
         config = _read_preprocessing(model, net)
         prep = Preprocessing(image_size, resize, config["channels"], config["mean"], config["std"])
         labels = config.get("labels")
