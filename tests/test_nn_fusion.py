@@ -193,3 +193,20 @@ def test_only_a_matching_activation_slot_takes_the_relu(activation):
     names = [type(m).__name__ for m in fused]
     assert names == (["Conv2d", "ReLU6", "BatchNorm", "ReLU6"] if activation else ["Conv2d", "BatchNorm", "ReLU6"])
     assert_same_outputs(fused, model, images((4, 4, 2)))
+
+
+def test_an_onnx_import_that_kept_its_batchnorms_fuses_into_convolutions_and_adds():
+    import onnx
+
+    from bigdl_py.nn.onnx_import import model_from_onnx
+    from tests.test_onnx_import import small_resnet, torch_to_onnx, with_random_statistics
+
+    torch.manual_seed(0)
+    x = images((32, 32, 3))
+    data = torch_to_onnx(with_random_statistics(small_resnet()), nchw(x[:1]), fold_constants=False)
+    model = model_from_onnx(onnx.load_from_string(data))
+    assert count(model, nn.BatchNorm) == 6 and count(model, nn.ReLU) == 5
+    fused = fuse_for_inference(model)
+    assert count(fused, nn.BatchNorm) == 0 and count(fused, nn.ReLU) == 0
+    assert [m.config["activation"] for _, m in fused.named_modules() if isinstance(m, nn.Add)] == ["relu"] * 2
+    assert_same_outputs(fused, model, x)
