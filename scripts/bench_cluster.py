@@ -11,7 +11,8 @@ Prints JSON lines: the machine (CPU model, vector ISA), one line per (system, ba
 samples/s end to end (epoch wall time, start-up iteration and validation included) and steady
 (iterations after the first), the median per-iteration split in ms (first iteration left out),
 the first iteration's ms, the epoch's seconds outside iterations and their split (`outside_ms`:
-the backend's start, validation, checkpoints, collecting the weights),
+the backend's start, validation, checkpoints, collecting the weights), for the ring the start's split
+(`start_split_ms`: launch to task, caching the input, rendezvous, driver hello, replica, init),
 test accuracy and the Spark floor of that system (a trivial job); then a summary with the ratio
 cluster / local[3] per backend against the target: cluster samples/s >= local[3]'s / 1.3.
 With --event-log, each system's Spark event log is read back (scripts/spark_timeline.py): the
@@ -122,6 +123,7 @@ def child(args):
                 epoch_wall_s=round(wall, 2), first_iteration_ms=round(opt.metrics[0]["wall_ms"], 1),
                 outside_iterations_s=round(wall - sum(m["wall_ms"] for m in opt.metrics) / 1e3, 2),
                 outside_ms={phase: round(ms, 1) for phase, ms in opt.outside_ms.items()},
+                start_split_ms=opt.start_split_ms,
                 test_accuracy=round(opt.history[-1]["Top1Accuracy"], 4),
                 trivial_job_ms=round(trivial, 1), **median_breakdown(opt.metrics))), flush=True)
     finally:

@@ -50,6 +50,9 @@ def main(partitions, cache_root):
         cached_on = sorted(set(cached.mapPartitions(lambda _: [host()]).collect()))
         data = materialize_dataframe(df, num_partitions=partitions, cache_root=cache_root)
         token_hosts = dict(data.tokens.mapPartitionsWithIndex(lambda p, _: [(p, host())]).collect())
+        # A second dataset (validation) converted beside the first: its partition p where the first's p is.
+        beside = materialize_dataframe(df, num_partitions=partitions, cache_root=cache_root, pins=data.tokens)
+        beside_hosts = dict(beside.tokens.mapPartitionsWithIndex(lambda p, _: [(p, host())]).collect())
         sync = BlockManagerAllReduce(sc, [(0, 10), (10, 20), (20, 30)], partitions, tokens=data.tokens)
         sync.set_slices(lambda s, start, stop: (np.zeros(stop - start, np.float32), None))
         stats, _ = sync.step(compute, update)
@@ -60,6 +63,7 @@ def main(partitions, cache_root):
     finally:
         spark.stop()
     print(json.dumps(dict(cached_on=cached_on, tokens=[token_hosts[p] for p in range(partitions)],
+                          validation_tokens=[beside_hosts[p] for p in range(partitions)],
                           compute=[s["host"] for s in stats], update=updated,
                           ring=[h for _, h in sorted(ring)], ring_s=ring_s)), flush=True)
 

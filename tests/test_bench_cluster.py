@@ -66,6 +66,7 @@ def test_quick_run_prints_one_line_per_system_and_backend_then_the_ratios():
         assert r["samples_s"] > 0 and r["steady_samples_s"] > 0 and 0 <= r["test_accuracy"] <= 1
         assert r["median_compute_ms"] > 0 and r["median_wall_ms"] > 0
         assert set(r["outside_ms"]) == {"start", "validation", "checkpoints", "final_weights"}, r
+        assert ("input" in r["start_split_ms"]) == (r["sync"] == "ring"), r
         assert r["master"].startswith("spark://127.0.0.2:") if r["system"] == "cluster" else r["master"] == "local[3]"
     assert summary["summary"] is True and set(summary["ratios"]) == {"blockmanager", "ring"}
     for sync, ratio in summary["ratios"].items():

@@ -57,6 +57,7 @@ def test_data_training_and_updates_spread_over_the_hosts_from_a_one_partition_da
                          conf={"spark.locality.wait": "30s"})
     assert len(seen["cached_on"]) == 1, seen
     assert sorted(seen["tokens"]) == sorted(WORKER_HOSTS), seen
+    assert seen["validation_tokens"] == seen["tokens"], seen
     assert seen["compute"] == seen["tokens"], seen
     assert seen["update"] == seen["tokens"], seen
     # The ring's barrier tasks, one per host, start without waiting out the locality delay.

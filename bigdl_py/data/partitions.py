@@ -277,7 +277,7 @@ def convert_partition(batches, width, policy, has_label, run_id):
 def _write_partition(location, width):
     """The token stage: gather partition p's chunks, write its files into this executor's cache."""
     def write(p, records):
-        records = (r for r in records if r[1][0] != "slot")
+        records = (r for r in records if r[1][0] in ("chunk", "stats"))  # not the pins' records
         gathered = _gather(records, {location.run_id: (location, width)})
         for (_, q), (x, y, stats) in gathered.items():  # partition p of this run, or nothing past the last
             store_partition(location.folder(), q, x, y)
@@ -348,16 +348,21 @@ def _arrow_chunks(data, width, policy, has_label, run_id):
 
 
 def materialize_keyed(chunks, key_partitions, location, width, feature_shape, policy, has_label, source,
-                      policy_param="policy"):
+                      policy_param="policy", pins=None):
     """Shuffle the (p, record) chunks into partition p, write each partition's cache files on the
     executor that gets it and keep its token; returns PartitionedData.
 
     The chunks' map outputs sit where the DataFrame's partitions were (a cached DataFrame may sit
     on a few executors), so the token stage is pinned to `spread_slots` instead: partition p's files
-    and token, and so training partition p, land one per task slot across the executors.
+    and token, and so training partition p, land one per task slot across the executors. With
+    `pins` (another dataset's tokens, of key_partitions partitions), partition p is written where
+    that dataset's partition p is: validation beside training, so a ring rank, which runs where
+    its training partitions are, finds its validation partitions there too.
     """
     keyed = chunks.partitionBy(key_partitions, by_key)
-    placed = outvoted_union(chunks.context, [keyed], spread_slots(chunks.context, key_partitions))
+    if pins is None or pins.getNumPartitions() != key_partitions:
+        pins = spread_slots(chunks.context, key_partitions)
+    placed = outvoted_union(chunks.context, [keyed], pins)
     tokens = placed.mapPartitionsWithIndex(_write_partition(location, width), preservesPartitioning=True)
     # Serialised as partitionBy's output is: a union with the all-reduce's shuffles then needs no
     # re-serialising Python pass over the weights (pyspark re-serialises when the formats differ).
@@ -439,7 +444,7 @@ def store_grouped(records, datasets, partitions):
 
 def materialize_dataframe(df, features_col="features", label_col="label", feature_shape=None,
                           num_partitions=None, cache_root=None, policy="error", key_partitions=None,
-                          input_spec=None, policy_param="policy"):
+                          input_spec=None, policy_param="policy", pins=None):
     """Convert a DataFrame's features and labels into per-partition numpy arrays on the executors.
 
     Args:
@@ -455,6 +460,7 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
         input_spec: the model's declared input (nn.input_spec), which the rows are checked
             against; see `feature_layout`.
         policy_param: the caller's name for `policy`, which the bad-row error tells the user to set.
+        pins: place partition p where another dataset's token p is (see `materialize_keyed`).
 
     Returns:
         PartitionedData.
@@ -478,7 +484,7 @@ def materialize_dataframe(df, features_col="features", label_col="label", featur
     location = new_location(cache_root)
     return materialize_keyed(_arrow_chunks(data, width, policy, has_label, location.run_id),
                              max(key_partitions or P, P), location, width, feature_shape, policy, has_label,
-                             f"features column {features_col!r} / label column {label_col!r}", policy_param)
+                             f"features column {features_col!r} / label column {label_col!r}", policy_param, pins)
 
 
 def summarize_conversion(rows, location, width, feature_shape, policy, has_label, source, tokens=None, keyed=None,

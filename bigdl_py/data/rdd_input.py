@@ -42,13 +42,13 @@ def _arrow_batches(samples):
 
 
 def materialize_rdd(rdd, feature_shape=None, num_partitions=None, cache_root=None, policy="error",
-                    key_partitions=None, policy_param="policy"):
+                    key_partitions=None, policy_param="policy", pins=None):
     """Convert an RDD of `(features ndarray, label)` into per-partition numpy arrays on the executors.
 
     Args:
         rdd: RDD whose elements are (features array-like, numeric label) pairs.
         feature_shape: per-sample shape (default: the first sample's shape).
-        num_partitions, cache_root, policy, key_partitions, policy_param: as `materialize_dataframe`.
+        num_partitions, cache_root, policy, key_partitions, policy_param, pins: as `materialize_dataframe`.
 
     Returns:
         PartitionedData.
@@ -71,4 +71,4 @@ def materialize_rdd(rdd, feature_shape=None, num_partitions=None, cache_root=Non
     chunks = rdd.mapPartitions(
         lambda samples: convert_partition(_arrow_batches(samples), width, policy, True, location.run_id))
     return materialize_keyed(chunks, max(key_partitions or P, P), location, width, shape, policy, True,
-                             "RDD samples (features, label)", policy_param)
+                             "RDD samples (features, label)", policy_param, pins)

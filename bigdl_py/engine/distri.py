@@ -106,21 +106,24 @@ class DistriOptimizer(BaseOptimizer):
         self.metrics = []  # per-iteration timing breakdown
         self.sync_choice = None  # (backend name, reason) once optimize() resolved the sync config
         self.ring_task_pids = []  # Python worker pids of the running ring tasks (diagnostics, fault tests)
+        # The ring tasks' last start, {phase: ms of the slowest rank} (ring_worker._run_rank); {} otherwise.
+        self.start_split_ms = {}
 
-    def _materialize(self, data, num_partitions):
+    def _materialize(self, data, num_partitions, pins=None):
         spec = self.data_spec
         if _is_rdd(data):
             from bigdl_py.data.rdd_input import materialize_rdd  # the lead's module, landing separately
 
             return materialize_rdd(data, spec["feature_shape"], num_partitions, spec["cache_root"], spec["bad_rows"],
-                                   self.key_partitions, spec["bad_rows_param"])
+                                   self.key_partitions, spec["bad_rows_param"], pins)
         return materialize_dataframe(data, spec["features_col"], spec["label_col"], spec["feature_shape"],
                                      num_partitions, spec["cache_root"], spec["bad_rows"], self.key_partitions,
-                                     input_spec(self.model), spec["bad_rows_param"])
+                                     input_spec(self.model), spec["bad_rows_param"], pins)
 
     def set_validation(self, df, metrics, trigger=None, batch_size=None):
         """Validate on a DataFrame (or an RDD of samples), on the executors, whenever `trigger` fires."""
-        data = self._materialize(df, self.data.num_partitions)
+        # Validation partition p is written beside training partition p, where the tasks that read it run.
+        data = self._materialize(df, self.data.num_partitions, pins=self.data.tokens)
         self.validation = dict(data=data, metrics=list(metrics), trigger=trigger or _every_epoch(),
                                batch_size=batch_size or max(self.batch_size, 256))
         return self

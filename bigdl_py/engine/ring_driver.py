@@ -99,7 +99,7 @@ class RingDriver(TrainingBackend):
                         timeout=self.timeout, idle_timeout=self.idle_timeout)
         self.events = queue.Queue()
         self.failures = {}  # launch -> failure reports its tasks sent
-        self.launch, self.restarts = 0, 0
+        self.launch, self.restarts, self.launched_at = 0, 0, None
         self.group = f"bigdl_py-ring-{secrets.token_hex(4)}"
         self.stopping = False
         self.session, self.source, self.replay = None, None, []  # replay: step commands since the source
@@ -136,7 +136,8 @@ class RingDriver(TrainingBackend):
 
     def _start_launch(self):
         self.launch += 1
-        cfg, launch, inputs = dict(self.cfg, launch=self.launch), self.launch, self.inputs
+        self.launched_at = time.time()  # wall clock: the tasks compare their start with it
+        cfg, launch, inputs = dict(self.cfg, launch=self.launch, launched_at=self.launched_at), self.launch, self.inputs
         group = f"{self.group}-{launch}"
 
         def run():
@@ -259,7 +260,12 @@ class RingDriver(TrainingBackend):
         while True:
             self.session = self._session(self.session and self.session.key)
             try:
-                self.session.all(("init", self.source))
+                connected_ms = (time.time() - self.launched_at) * 1e3
+                splits = self.session.all(("init", self.source))
+                # Each phase's slowest rank, and the launch to the last hello: where the start went.
+                self.opt.start_split_ms = {phase: round(max(split[phase] for split in splits), 1)
+                                           for phase in splits[0]}
+                self.opt.start_split_ms["all_connected"] = round(connected_ms, 1)
                 for cmd in self.replay:
                     self.session.all(cmd)
                 return

@@ -236,16 +236,23 @@ def sampler_count(sampler, iteration):
     return int(min(sampler.batch_size, sampler.total - iteration * sampler.batch_size))
 
 
-def serve(cfg, rank, peers, sock):
-    """Obey the driver's commands on `sock` until ("stop",); returns the final weights on rank 0."""
+def serve(cfg, rank, peers, sock, start_split):
+    """Obey the driver's commands on `sock` until ("stop",); returns the final weights on rank 0.
+
+    start_split: {phase: ms} of this task's start so far; the reply to "init" is that split with
+    the replica's build and the initialisation added.
+    """
+    t0 = time.perf_counter()
     worker = RingWorker(cfg, rank, peers)
+    start_split["replica"] = (time.perf_counter() - t0) * 1e3
     try:
         while True:
             cmd, _ = control.recv_msg(sock)
             op = cmd[0]
             if op == "init":
+                t0 = time.perf_counter()
                 worker.init(cmd[1])
-                reply = "ready"
+                reply = dict(start_split, init=(time.perf_counter() - t0) * 1e3)
             elif op == "step":
                 reply = worker.step(cmd[1])
             elif op == "validate":
@@ -303,13 +310,19 @@ def ring_task(cfg):
 
 
 def _run_rank(cfg, records):
+    """One rank's task; what its start cost goes to the driver in the reply to "init" (ms per phase:
+    from the launch to this function by the hosts' clocks, caching its input, the rendezvous,
+    the driver connection, then the replica and its initialisation, serve())."""
     from pyspark import BarrierTaskContext
 
     from bigdl_py.data.partitions import store_grouped
 
+    split = {"to_task": (time.time() - cfg["launched_at"]) * 1e3}
+    t0 = time.perf_counter()
     ctx = BarrierTaskContext.get()
     rank = ctx.partitionId()
     store_grouped(records, cfg["datasets"], cfg["partitions"][rank])
+    t1 = time.perf_counter()
     host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
     server = ring.listen(host)
     try:
@@ -317,6 +330,8 @@ def _run_rank(cfg, records):
     except Exception as e:  # another task of the stage failed or vanished
         server.close()
         raise ring.CollectiveError(f"rank {rank}: the barrier's allGather failed ({type(e).__name__}: {e})") from e
+    t2 = time.perf_counter()
+    split.update(input=(t1 - t0) * 1e3, rendezvous=(t2 - t1) * 1e3)
     # Task attempt ids grow: their maximum names this attempt of the stage (Spark may retry it).
     attempt = max(int(tid) for _, tid in gathered)
     peers = ring.Peers(rank, [address for address, _ in gathered], server, cfg["timeout"], cfg["token"])
@@ -325,8 +340,9 @@ def _run_rank(cfg, records):
         sock = control.connect(cfg["driver"], cfg["token"], ("hello", cfg["launch"], attempt, rank, os.getpid()),
                                cfg["timeout"])
         sock.settimeout(cfg["idle_timeout"])
+        split["hello"] = (time.perf_counter() - t2) * 1e3
         try:
-            weights = serve(cfg, rank, peers, sock)
+            weights = serve(cfg, rank, peers, sock, split)
         except Exception as e:
             try:  # tell the session why, then fail the task (and so the barrier stage)
                 control.send_msg(sock, ("error", failure_report(rank, e)))
