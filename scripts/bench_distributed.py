@@ -56,10 +56,12 @@ def median_ms(fn, repeats):
     return 1e3 * float(np.median(times))
 
 
-def spark_floor(sc, repeats=9):
-    """The latency any iteration built from Spark jobs pays on this machine."""
-    trivial = median_ms(lambda: sc.parallelize(range(2), 2).map(lambda v: v).collect(), repeats)
-    shuffle = median_ms(lambda: sc.parallelize(range(2), 2).map(lambda v: (v, v)).partitionBy(2).collect(), repeats)
+def spark_floor(sc, repeats=9, partitions=2):
+    """The latency any iteration built from Spark jobs pays on this machine: (a one-stage job, a
+    two-stage job with one shuffle) of one tiny task per partition, median ms."""
+    n = partitions
+    trivial = median_ms(lambda: sc.parallelize(range(n), n).map(lambda v: v).collect(), repeats)
+    shuffle = median_ms(lambda: sc.parallelize(range(n), n).map(lambda v: (v, v)).partitionBy(n).collect(), repeats)
     return trivial, shuffle
 
 

@@ -11,6 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "scripts", "bench_cluster.py")
 SPLIT = {"median_wall_ms", "median_compute_ms", "median_sync_ms", "median_data_ms", "median_overhead_ms"}
 RESULT_KEYS = {"system", "sync", "samples_s", "steady_samples_s", "test_accuracy", "iterations", "trivial_job_ms",
+               "two_stage_job_ms",
                "first_iteration_ms", "outside_iterations_s", "outside_ms"}
 
 
@@ -35,6 +36,8 @@ def test_summary_compares_the_cluster_with_local3_per_backend_against_1_3x():
                                   steady_target_met=False)
     assert ratios["blockmanager"]["cluster_over_local"] == 0.76 and not ratios["blockmanager"]["target_met"]
     assert ratios["blockmanager"]["steady_target_met"]
+    timed = [dict(line, two_stage_job_ms=ms) for line, ms in zip(lines[2:], (250.0, 200.0))]
+    assert load_bench().summary(timed)["ratios"]["blockmanager"]["two_stage_job_cluster_over_local"] == 0.8
 
 
 def test_every_jvm_of_both_systems_gets_the_jvm_options_unless_they_are_empty():
