@@ -24,6 +24,7 @@ from bigdl_py.nn.layers import (ELU, GRU, LRN, LSTM, AvgPool2d, BatchNorm, Conv2
                                 GlobalAvgPool2d, Identity, LeakyReLU, Linear, LogSoftMax, MaxPool2d, Narrow, ReLU,
                                 ReLU6, Reshape, Sigmoid, SoftMax, Tanh, ZeroPad2d)
 from bigdl_py.nn.module import Module
+from bigdl_py.nn.onnx_names import unique_name
 
 OPSET = 17
 # The IR version released with opset 17 (onnx 1.12); onnx's newest would lock out older runtimes.
@@ -57,11 +58,7 @@ class _Builder:
         self._transposed = {}  # (value name, to NCHW?) -> the transposed value
 
     def unique(self, base):
-        name, k = base, 1
-        while name in self._names:
-            name, k = f"{base}_{k}", k + 1
-        self._names.add(name)
-        return name
+        return unique_name(base, self._names)
 
     def const(self, base, array):
         name = self.unique(base)

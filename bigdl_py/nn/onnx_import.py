@@ -25,6 +25,7 @@ import numpy as np
 
 from bigdl_py.nn.graph import Add, Concat, Input, Model
 from bigdl_py.nn.onnx_constants import fold
+from bigdl_py.nn.onnx_names import unique_name
 from bigdl_py.nn.layers import (ELU, GRU, LRN, LSTM, AvgPool2d, BatchNorm, Conv2d, Dropout, Embedding, Flatten, GlobalAvgPool2d,
                                 Identity, LeakyReLU, Linear, LogSoftMax, MaxPool2d, Narrow, ReLU, ReLU6, Reshape,
                                 Sigmoid, SoftMax, Tanh, ZeroPad2d)
@@ -98,11 +99,7 @@ class _Importer:
 
     def layer_name(self, node, suffix=""):
         base = (node.name or node.op_type).strip("/").replace("/", "_").replace(".", "_") + suffix
-        name, k = base, 1
-        while name in self.layer_names:
-            name, k = f"{base}_{k}", k + 1
-        self.layer_names.add(name)
-        return name
+        return unique_name(base, self.layer_names)
 
     def attrs(self, node, allowed):
         """{name: value} of the node's attributes; any attribute not in `allowed` fails."""
