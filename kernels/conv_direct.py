@@ -15,7 +15,9 @@ of an im2col copy and a packed panel. numba cannot be made to keep accumulators 
 registers from Python source (a local array stays in memory; scalar locals are
 spilled and not vectorised), so the kernel is written in LLVM IR with llvmlite
 (`numba.extending.intrinsic`), as portable vector types: LLVM lowers them to AVX2 or
-AVX-512 for the machine it compiles on.
+AVX-512 for the machine it compiles on. Where the host has AVX-512 (WIDE), the forward
+uses _wide_micro_kernel instead: 512-bit vectors and _WIDE_PIXELS pixels per block,
+filling more of AVX-512's 32 registers (see _block_pixels).
 
 Each weight row of 16 channels is read once per pixel block, so the kernel pays
 where all KH*KW*Cin rows of a channel block stay in L1 (see fits_l1).
@@ -27,14 +29,25 @@ while it runs over a chunk of output positions, adding each position's two vecto
 grad_y times the broadcast input values under one tap.
 """
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, types, uint64
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, register_jitable
 
 # Output pixels per micro-kernel call: 6 x 2 accumulator vectors + 2 weight vectors +
 # 1 broadcast = 15 of AVX2's 16 vector registers.
 _PIXELS = 6
+# The 512-bit forward micro-kernel, taken where the host CPU has AVX-512 (read once;
+# tests set it to run either width on any machine: LLVM lowers 512-bit vectors to
+# pairs of 256-bit ones on AVX2, slower but exact).
+WIDE = bool(llvm.get_host_cpu_features().get("avx512f", False))
+# Its float32 block: _WIDE_PIXELS x 1 accumulator vector + 1 weight vector, the input
+# values broadcast from memory by the FMA itself; float64 halves the pixels (2 vectors
+# each). On Zen 4 (512-bit FMAs issued as two 256-bit halves), ResNet-20's 3x3 forwards
+# ran 0.87-0.89 of the 256-bit kernel's time with 16 pixels (12 and 14: 0.88-0.93;
+# 24 and 28: 0.97-0.99), float64 as fast as before with 8 (10 and 12 pixels: 1.5-2x slower).
+_WIDE_PIXELS = 16
 _CHANNELS = 16  # output channels per micro-kernel call
 # The weight rows of a channel block (KH*KW*Cin*16 values) must fit in L1 beside the
 # input rows: ResNet-20's 16 and 32 channels (9 and 18 KB) ran 1.75x and 1.17x faster
@@ -57,22 +70,22 @@ def applies(geo, dtype):
 
 def padded_rows(n_images, hp, wp, kw):
     """Rows of the padded-input workspace: the images plus the positions the last
-    pixel block reads past them."""
-    return n_images * hp * wp + _PIXELS + kw
+    pixel block (of either width) reads past them."""
+    return n_images * hp * wp + _WIDE_PIXELS + kw
 
 
 def output_rows(n_images, oh, wp):
     """Rows of the output workspace: OH * Wp positions per image plus the last block's overrun."""
-    return n_images * oh * wp + _PIXELS
+    return n_images * oh * wp + _WIDE_PIXELS
 
 
-def _vector_registers(builder, dtype, rows):
-    """What both micro-kernels build first: the 256-bit vector type of `dtype`, its lane count,
+def _vector_registers(builder, dtype, rows, bits=256):
+    """What the micro-kernels build first: the `bits`-wide vector type of `dtype`, its lane count,
     the vectors per _CHANNELS, LLVM's fused multiply-add on it, the lane-0 broadcast mask, and
     rows x (vectors per _CHANNELS) zeroed accumulators (allocas in the entry block: LLVM
     promotes them to registers)."""
     scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
-    lanes = 32 // (dtype.bitwidth // 8)  # one 256-bit vector
+    lanes = bits // dtype.bitwidth
     n_vec = _CHANNELS // lanes
     vec = ir.VectorType(scalar, lanes)
     fma = cgutils.get_or_insert_function(
@@ -83,14 +96,29 @@ def _vector_registers(builder, dtype, rows):
     return vec, lanes, n_vec, fma, zero_mask, acc
 
 
-@intrinsic
-def _micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh, kw):
-    """out[o0 + p*cout + j] = sum over i < kh, k < kw, c < cin of
+@register_jitable
+def _block_pixels(wide, itemsize):
+    """Output pixels per call of the forward micro-kernel of that width and item size
+    (from Python, in the kernel's code generation, and from numba, in its caller)."""
+    return (_WIDE_PIXELS if itemsize == 4 else _WIDE_PIXELS // 2) if wide else _PIXELS
+
+
+def _forward_micro_kernel(bits):
+    """The forward micro-kernel on `bits`-wide vectors (an intrinsic):
+    out[o0 + p*cout + j] = sum over i < kh, k < kw, c < cin of
     xp[x0 + i*row_stride + (k + p)*cin + c] * wf[w0 + ((i*kw + k)*cin + c)*cout + j]
-    for p < _PIXELS, j < 16 (flat arrays, int64 offsets)."""
+    for p < _block_pixels(bits == 512, itemsize), j < 16 (flat arrays, int64 offsets)."""
+    def micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh, kw):
+        return _forward_codegen(bits, xp, wf, out)
+    micro_kernel.__name__ = f"micro_kernel_{bits}"
+    return intrinsic(micro_kernel)
+
+
+def _forward_codegen(bits, xp, wf, out):
     dtype = xp.dtype
     if dtype not in (types.float32, types.float64) or wf.dtype != dtype or out.dtype != dtype:
         return None
+    pixels = _block_pixels(bits == 512, dtype.bitwidth // 8)
     sig = types.void(xp, types.int64, wf, types.int64, out, types.int64, types.int64, types.int64,
                      types.int64, types.int64, types.int64)
 
@@ -99,7 +127,7 @@ def _micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh,
         x_ptr = context.make_array(signature.args[0])(context, builder, xa).data
         w_ptr = context.make_array(signature.args[2])(context, builder, wa).data
         o_ptr = context.make_array(signature.args[4])(context, builder, oa).data
-        vec, lanes, n_vec, fma, zero_mask, acc = _vector_registers(builder, dtype, _PIXELS)
+        vec, lanes, n_vec, fma, zero_mask, acc = _vector_registers(builder, dtype, pixels, bits)
         i64 = ir.IntType(64)
         with cgutils.for_range(builder, kh_) as loop_i:
             with cgutils.for_range(builder, kw_) as loop_k:
@@ -114,14 +142,14 @@ def _micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh,
                                                      vec.as_pointer()), align=dtype.bitwidth // 8)
                         for v in range(n_vec)
                     ]
-                    for p in range(_PIXELS):
+                    for p in range(pixels):
                         at = builder.add(builder.add(x_tap, builder.mul(ir.Constant(i64, p), cin_)), c)
                         value = builder.load(builder.gep(x_ptr, [at]))
                         lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
                         broadcast = builder.shuffle_vector(lane0, ir.Constant(vec, ir.Undefined), zero_mask)
                         for v in range(n_vec):
                             builder.store(builder.call(fma, [broadcast, weights[v], builder.load(acc[p][v])]), acc[p][v])
-        for p in range(_PIXELS):
+        for p in range(pixels):
             for v in range(n_vec):
                 at = builder.add(oo, builder.add(builder.mul(ir.Constant(i64, p), cout_), ir.Constant(i64, v * lanes)))
                 builder.store(builder.load(acc[p][v]), builder.bitcast(builder.gep(o_ptr, [at]), vec.as_pointer()),
@@ -129,6 +157,10 @@ def _micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh,
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+_micro_kernel = _forward_micro_kernel(256)
+_wide_micro_kernel = _forward_micro_kernel(512)
 
 
 @njit(cache=True, nogil=True)
@@ -147,10 +179,11 @@ def _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw):
 
 
 @njit(cache=True, nogil=True)
-def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap):
+def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap, wide):
     """y[n0:n1] = conv(x[n0:n1], w) (stride 1, zero padding ph, pw) (+ b, ReLU capped at
     cap), with xp and yp as the padded-input and output workspaces (flat, at least
-    padded_rows(n1 - n0, ...) * Cin and output_rows(n1 - n0, ...) * Cout values)."""
+    padded_rows(n1 - n0, ...) * Cin and output_rows(n1 - n0, ...) * Cout values), by the
+    512-bit micro-kernel if `wide` (pass WIDE), else the 256-bit one."""
     h_, w_, cin = x.shape[1], x.shape[2], x.shape[3]
     kh_, kw_, cout = w.shape[0], w.shape[1], w.shape[3]
     oh_, ow_ = y.shape[1], y.shape[2]
@@ -159,11 +192,16 @@ def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap):
     _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw)
     zero = xp.dtype.type(0)
     span = oh_ * wp
+    pixels = _block_pixels(wide, xp.itemsize)
     for n in range(n1 - n0):
-        for p0 in range(0, span, _PIXELS):
+        for p0 in range(0, span, pixels):
             for co in range(0, cout, _CHANNELS):
-                _micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
-                              cin, cout, wp * cin, kh_, kw_)
+                if wide:
+                    _wide_micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
+                                       cin, cout, wp * cin, kh_, kw_)
+                else:
+                    _micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
+                                  cin, cout, wp * cin, kh_, kw_)
     # copy out the OW valid positions of each output row, with bias and ReLU
     for n in range(n0, n1):
         for r in range(oh_):
