@@ -108,7 +108,7 @@ def test_iteration_metrics_show_where_time_goes_and_no_gradients_reach_the_drive
         # Only a few statistics come back per iteration, never a gradient or weight vector.
         assert 0 < m["driver_bytes"] < 4 * n_params
     if sync == "ring":  # the ranks' start, phase by phase (slowest rank each), within the measured start
-        phases = {"to_task", "input", "rendezvous", "hello", "replica", "init", "all_connected"}
+        phases = {"to_task", "input", "rendezvous", "warm_up_wait", "hello", "replica", "init", "all_connected"}
         assert set(opt.start_split_ms) == phases and all(v >= 0 for v in opt.start_split_ms.values())
         assert opt.start_split_ms["all_connected"] <= opt.outside_ms["start"]
     else:

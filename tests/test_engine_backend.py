@@ -102,3 +102,32 @@ def test_a_non_finite_loss_from_any_backend_stops_the_loop(tmp_path):
     with pytest.raises(TrainingError, match="step 1: the loss is nan"):
         opt.run_training(backend, (0, 0, 0), None)
     assert backend.calls[-1] == "close"
+
+
+WARM_UP_PROBE = """
+import json, numba
+import bigdl_py.kernels.conv, bigdl_py.kernels.im2col, bigdl_py.kernels.pool
+from bigdl_py.engine.replica import warm_up
+from bigdl_py.nn import CrossEntropyLoss, zoo
+
+def loaded():
+    return sum(len(f.signatures) for m in (bigdl_py.kernels.conv, bigdl_py.kernels.im2col, bigdl_py.kernels.pool)
+               for f in vars(m).values() if isinstance(f, numba.core.dispatcher.Dispatcher))
+
+config = json.dumps(zoo.lenet5(seed=0).get_config())
+before = loaded()
+ok = warm_up(config, json.dumps(CrossEntropyLoss().get_config()), (28, 28, 1), 1)
+bad = warm_up(config, json.dumps(CrossEntropyLoss().get_config()), (3, 3, 1), 1)  # too small for LeNet-5
+print(json.dumps(dict(before=before, after=loaded(), ok=ok, bad=bad)))
+"""
+
+
+def test_warm_up_loads_a_fresh_workers_kernels_and_gives_up_quietly_on_a_batch_the_model_refuses():
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", WARM_UP_PROBE], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["before"] == 0 and seen["after"] > 0 and seen["ok"] is True and seen["bad"] is False, seen

@@ -40,6 +40,29 @@ def replica(run_id, model_config, criterion_config, threads):
     return _WORKER[run_id]
 
 
+def warm_up(model_config, criterion_config, feature_shape, threads):
+    """Load (or compile) the kernels a training step calls, on a throwaway copy of the model.
+
+    One forward and backward of a zero batch of two samples with label 0, so the first real
+    step finds the numba kernels loaded; nothing of the run's replica, seeds or data is touched.
+    Best effort: returns False when the model or criterion cannot take that batch (the first
+    step then loads the kernels itself), True otherwise.
+    """
+    from bigdl_py.kernels.threads import set_num_threads
+
+    try:
+        set_num_threads(threads)
+        model = from_config(json.loads(model_config))
+        model.set_input_grad_needed(False)  # as in the replica: no kernel the run does not call
+        criterion = sum_reduction(criterion_from_config(json.loads(criterion_config)))
+        x = np.zeros((2, *feature_shape), np.float32)
+        _, grad_out = criterion.forward_backward(model.forward(x), np.zeros(2))
+        model.backward(x, grad_out)
+        return True
+    except Exception:  # noqa: BLE001 - any model/criterion pair; the real step reports real errors
+        return False
+
+
 def gradient_step(model, criterion, location, feature_shape, sampler, seed, epoch, iteration, p, backward=None):
     """Add partition p's summed gradient over its share of the iteration's batch to the model's grads.
 

@@ -30,7 +30,7 @@ import time
 from bigdl_py.engine import checkpoint as ckpt
 from bigdl_py.engine import ring_control as control
 from bigdl_py.engine.replica import (apply_update, fresh_slices, gradient_step, metrics_step, replica,
-                                     slices_from_checkpoint)
+                                     slices_from_checkpoint, warm_up)
 from bigdl_py.sync import ring
 
 BUCKET_BYTES = 64 * 1024  # smallest bucket: smaller ones pay the ring's R-1 latencies too often
@@ -312,13 +312,20 @@ def ring_task(cfg):
 def _run_rank(cfg, records):
     """One rank's task; what its start cost goes to the driver in the reply to "init" (ms per phase:
     from the launch to this function by the hosts' clocks, caching its input, the rendezvous,
-    the driver connection, then the replica and its initialisation, serve())."""
+    waiting for the kernels' warm-up, the driver connection, then the replica and its
+    initialisation, serve())."""
     from pyspark import BarrierTaskContext
 
     from bigdl_py.data.partitions import store_grouped
 
     split = {"to_task": (time.time() - cfg["launched_at"]) * 1e3}
     t0 = time.perf_counter()
+    # The kernels load while this task caches its input and waits at the rendezvous (Spark's
+    # barrier answers once a second); joined before the replica runs anything.
+    warming = threading.Thread(target=warm_up, args=(cfg["model_config"], cfg["criterion_config"],
+                                                     cfg["feature_shape"], cfg["threads"]),
+                               daemon=True, name="ring-warm-up")
+    warming.start()
     ctx = BarrierTaskContext.get()
     rank = ctx.partitionId()
     store_grouped(records, cfg["datasets"], cfg["partitions"][rank])
@@ -331,7 +338,9 @@ def _run_rank(cfg, records):
         server.close()
         raise ring.CollectiveError(f"rank {rank}: the barrier's allGather failed ({type(e).__name__}: {e})") from e
     t2 = time.perf_counter()
-    split.update(input=(t1 - t0) * 1e3, rendezvous=(t2 - t1) * 1e3)
+    warming.join()
+    t3 = time.perf_counter()
+    split.update(input=(t1 - t0) * 1e3, rendezvous=(t2 - t1) * 1e3, warm_up_wait=(t3 - t2) * 1e3)
     # Task attempt ids grow: their maximum names this attempt of the stage (Spark may retry it).
     attempt = max(int(tid) for _, tid in gathered)
     peers = ring.Peers(rank, [address for address, _ in gathered], server, cfg["timeout"], cfg["token"])
@@ -340,7 +349,7 @@ def _run_rank(cfg, records):
         sock = control.connect(cfg["driver"], cfg["token"], ("hello", cfg["launch"], attempt, rank, os.getpid()),
                                cfg["timeout"])
         sock.settimeout(cfg["idle_timeout"])
-        split["hello"] = (time.perf_counter() - t2) * 1e3
+        split["hello"] = (time.perf_counter() - t3) * 1e3
         try:
             weights = serve(cfg, rank, peers, sock, split)
         except Exception as e:
