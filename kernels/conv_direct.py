@@ -26,7 +26,8 @@ The weight gradient (weight_grad_images) is the same pairing the other way round
 grad_y is laid out over the padded width too (zeros in the dropped columns), and
 _grad_micro_kernel holds 4 input channels x 16 output channels of dW in registers
 while it runs over a chunk of output positions, adding each position's two vectors of
-grad_y times the broadcast input values under one tap.
+grad_y times the broadcast input values under one tap (_wide_grad_micro_kernel: 8
+input channels, one 512-bit vector each, the same sums in the same order).
 """
 import numpy as np
 from llvmlite import binding as llvm
@@ -224,13 +225,29 @@ _GRAD_CHANNELS = 4
 _GRAD_CHUNK_BYTES = 24 * 1024
 
 
-@intrinsic
-def _grad_micro_kernel(typingctx, xp, x0, gp, g0, count, cin, cout, channels, dw, d0):
-    """dw[d0 + c*cout + j] += sum over q < count of xp[x0 + q*cin + c] * gp[g0 + q*cout + j]
-    for c < channels (at most _GRAD_CHANNELS), j < 16 (flat arrays, int64 offsets)."""
+@register_jitable
+def _grad_block_channels(wide, itemsize):
+    """Input channels per call of the weight-gradient micro-kernel of that width: 8
+    accumulators of 512 bits, or 4 x 2 of 256 bits."""
+    return 32 // itemsize if wide else _GRAD_CHANNELS
+
+
+def _weight_grad_micro_kernel(bits):
+    """The weight-gradient micro-kernel on `bits`-wide vectors (an intrinsic):
+    dw[d0 + c*cout + j] += sum over q < count of xp[x0 + q*cin + c] * gp[g0 + q*cout + j]
+    for c < channels (at most _grad_block_channels(bits == 512, itemsize)), j < 16 (flat
+    arrays, int64 offsets). Each dw value is summed over q in order at either width."""
+    def grad_micro_kernel(typingctx, xp, x0, gp, g0, count, cin, cout, channels, dw, d0):
+        return _weight_grad_codegen(bits, xp, gp, dw)
+    grad_micro_kernel.__name__ = f"grad_micro_kernel_{bits}"
+    return intrinsic(grad_micro_kernel)
+
+
+def _weight_grad_codegen(bits, xp, gp, dw):
     dtype = xp.dtype
     if dtype not in (types.float32, types.float64) or gp.dtype != dtype or dw.dtype != dtype:
         return None
+    block = _grad_block_channels(bits == 512, dtype.bitwidth // 8)
     sig = types.void(xp, types.int64, gp, types.int64, types.int64, types.int64, types.int64, types.int64,
                      dw, types.int64)
 
@@ -239,7 +256,7 @@ def _grad_micro_kernel(typingctx, xp, x0, gp, g0, count, cin, cout, channels, dw
         x_ptr = context.make_array(signature.args[0])(context, builder, xa).data
         g_ptr = context.make_array(signature.args[2])(context, builder, ga).data
         d_ptr = context.make_array(signature.args[8])(context, builder, da).data
-        vec, lanes, n_vec, fma, zero_mask, acc = _vector_registers(builder, dtype, _GRAD_CHANNELS)
+        vec, lanes, n_vec, fma, zero_mask, acc = _vector_registers(builder, dtype, block, bits)
         i64 = ir.IntType(64)
         align = dtype.bitwidth // 8
         with cgutils.for_range(builder, count_) as loop_q:
@@ -251,13 +268,13 @@ def _grad_micro_kernel(typingctx, xp, x0, gp, g0, count, cin, cout, channels, dw
                 for v in range(n_vec)
             ]
             x_row = builder.add(xo, builder.mul(q, cin_))
-            for c in range(_GRAD_CHANNELS):  # channels past `channels` read the buffer's next values, never stored
+            for c in range(block):  # channels past `channels` read the buffer's next values, never stored
                 value = builder.load(builder.gep(x_ptr, [builder.add(x_row, ir.Constant(i64, c))]))
                 lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
                 broadcast = builder.shuffle_vector(lane0, ir.Constant(vec, ir.Undefined), zero_mask)
                 for v in range(n_vec):
                     builder.store(builder.call(fma, [broadcast, grads[v], builder.load(acc[c][v])]), acc[c][v])
-        for c in range(_GRAD_CHANNELS):
+        for c in range(block):
             with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, c), channels_)):
                 for v in range(n_vec):
                     at = builder.add(do, builder.add(builder.mul(ir.Constant(i64, c), cout_), ir.Constant(i64, v * lanes)))
@@ -268,16 +285,21 @@ def _grad_micro_kernel(typingctx, xp, x0, gp, g0, count, cin, cout, channels, dw
     return sig, codegen
 
 
+_grad_micro_kernel = _weight_grad_micro_kernel(256)
+_wide_grad_micro_kernel = _weight_grad_micro_kernel(512)
+
+
 def grad_padded_rows(n_images, hp, wp, kw):
     """Rows of the padded-input workspace of weight_grad_images (reads past the images
-    by up to _GRAD_CHANNELS values)."""
-    return n_images * hp * wp + kw + 1
+    by up to 8 values, at least a row each)."""
+    return n_images * hp * wp + kw + 8
 
 
 @njit(cache=True, nogil=True)
-def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, gp, dw, chunk_bytes=_GRAD_CHUNK_BYTES):
+def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, gp, dw, wide, chunk_bytes=_GRAD_CHUNK_BYTES):
     """dw (flat, KH*KW*Cin*Cout, zeroed by the caller) = the weight gradient of the
-    stride-1 conv over images n0..n1, with xp (grad_padded_rows(...) * Cin values) and gp
+    stride-1 conv over images n0..n1 (by the 512-bit micro-kernel if `wide`, the same bits),
+    with xp (grad_padded_rows(...) * Cin values) and gp
     (OH * Wp * Cout values per image) as workspaces: grad_y laid out over the padded
     width with zeros in the dropped columns, so that position q of gp and position
     q + i*Wp + k of xp are an output pixel and the input pixel under its tap (i, k)."""
@@ -292,6 +314,10 @@ def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, gp, dw, chunk_by
     grun = uint64(ow_ * cout)
     span = oh_ * wp
     positions = max(16, chunk_bytes // ((cin + cout) * xp.itemsize))
+    # 512 bits pay from 5 input channels (LeNet-5's 6: 0.92 of the 256-bit time, 16 and
+    # 32: 0.92); ResNet's 3-channel stem would compute 8 channels for 3 (1.6x slower)
+    wide = wide and cin > _GRAD_CHANNELS
+    block = _grad_block_channels(wide, xp.itemsize)
     for n in range(n0, n1):
         for r in range(oh_):
             s = uint64(((n * oh_) + r) * ow_ * cout)
@@ -304,8 +330,12 @@ def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, gp, dw, chunk_by
             for i in range(kh_):
                 for k in range(kw_):
                     x0 = (n * hp * wp + q0 + i * wp + k) * cin
-                    for c0 in range(0, cin, _GRAD_CHANNELS):
-                        channels = min(_GRAD_CHANNELS, cin - c0)
+                    for c0 in range(0, cin, block):
+                        channels = min(block, cin - c0)
                         for co in range(0, cout, _CHANNELS):
-                            _grad_micro_kernel(xp, x0 + c0, gp, (n * span + q0) * cout + co, count, cin, cout,
-                                               channels, dw, ((i * kw_ + k) * cin + c0) * cout + co)
+                            if wide:
+                                _wide_grad_micro_kernel(xp, x0 + c0, gp, (n * span + q0) * cout + co, count, cin,
+                                                        cout, channels, dw, ((i * kw_ + k) * cin + c0) * cout + co)
+                            else:
+                                _grad_micro_kernel(xp, x0 + c0, gp, (n * span + q0) * cout + co, count, cin, cout,
+                                                   channels, dw, ((i * kw_ + k) * cin + c0) * cout + co)

@@ -109,17 +109,21 @@ def close(a, b):
 @pytest.mark.parametrize("wide", [False, True], ids=["256_bit", "512_bit"])
 @pytest.mark.parametrize("name", ["direct_3x3_16_out", "direct_5x3_pad_2x0_two_channel_blocks",
                                   "direct_same_16_in_16_out"])
-def test_direct_forward_and_dx_match_torch_at_either_vector_width(name, wide, dtype, monkeypatch):
+def test_direct_kernels_match_torch_at_either_vector_width(name, wide, dtype, monkeypatch):
     # the host picks one width (conv_direct.WIDE); LLVM lowers both anywhere, so both are checked
-    monkeypatch.setattr(conv.conv_direct, "WIDE", wide)
     x, w, b, kw = make(CASES[name], dtype)
+    grad_y = projection(conv2d_forward(x, w, b, **kw).shape, seed=1).astype(dtype)
+    monkeypatch.setattr(conv.conv_direct, "WIDE", not wide)
+    _, dw_other_width, _ = conv2d_backward(x, w, grad_y, **kw, need_dx=False)
+    monkeypatch.setattr(conv.conv_direct, "WIDE", wide)
     y = conv2d_forward(x, w, b, **kw)
-    grad_y = projection(y.shape, seed=1).astype(dtype)
-    y_ref, (dx_ref, _, _) = torch_conv(x, w, b, grad_y, **kw)
-    dx, _, _ = conv2d_backward(x, w, grad_y, **kw, need_dw=False)
+    y_ref, (dx_ref, dw_ref, _) = torch_conv(x, w, b, grad_y, **kw)
+    dx, dw, _ = conv2d_backward(x, w, grad_y, **kw)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw, dw_ref, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(dw, dw_other_width)  # each dW value summed in the same order
 
 
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
