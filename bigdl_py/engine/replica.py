@@ -30,14 +30,19 @@ def replica(run_id, model_config, criterion_config, threads):
         from bigdl_py.kernels.threads import set_num_threads
 
         set_num_threads(threads)
-        model = from_config(json.loads(model_config))
+        model, criterion = _build(model_config, criterion_config)
         weights, grads = model.parameters_flat()
-        model.set_input_grad_needed(False)  # nobody reads the gradient w.r.t. the data
-        # Pieces are sums; the all-reduce divides once by the global sample count.
-        criterion = sum_reduction(criterion_from_config(json.loads(criterion_config)))
         _WORKER.clear()  # one run at a time per worker: drop replicas of finished runs
         _WORKER[run_id] = (model, weights, grads, criterion)
     return _WORKER[run_id]
+
+
+def _build(model_config, criterion_config):
+    """A model (no input gradient: nobody reads the gradient w.r.t. the data) and its summed
+    criterion (pieces are sums; the all-reduce divides once by the global sample count)."""
+    model = from_config(json.loads(model_config))
+    model.set_input_grad_needed(False)
+    return model, sum_reduction(criterion_from_config(json.loads(criterion_config)))
 
 
 def warm_up(model_config, criterion_config, feature_shape, threads):
@@ -52,9 +57,7 @@ def warm_up(model_config, criterion_config, feature_shape, threads):
 
     try:
         set_num_threads(threads)
-        model = from_config(json.loads(model_config))
-        model.set_input_grad_needed(False)  # as in the replica: no kernel the run does not call
-        criterion = sum_reduction(criterion_from_config(json.loads(criterion_config)))
+        model, criterion = _build(model_config, criterion_config)  # as the replica: no kernel the run skips
         x = np.zeros((2, *feature_shape), np.float32)
         _, grad_out = criterion.forward_backward(model.forward(x), np.zeros(2))
         model.backward(x, grad_out)
