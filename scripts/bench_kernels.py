@@ -61,6 +61,9 @@ def parse_args(argv):
     mode.add_argument("--compile-only", action="store_true",
                       help="only measure numba compile times (cold and warm cache)")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--cases", default=None,
+                   help="comma-separated case names: time only these (from any mode's list), "
+                        "skip the compile probe; the summary's geomeans cover only them")
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="do not re-execute with the MALLOC_*_THRESHOLD_ settings")
     p.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
@@ -520,9 +523,10 @@ def lstm_case(name, n, t, fin, hid):
                 fwd_flops=2 * n * t * 4 * hid * (fin + hid))
 
 
-def build_cases(mode):
-    """The cases of a mode ("smoke", "quick" or "full"), built (inputs allocated)."""
-    if mode == "smoke":
+def build_cases(mode, names=None):
+    """The cases of a mode ("smoke", "quick" or "full"), built (inputs allocated); with
+    `names`, those cases of the full list instead."""
+    if mode == "smoke" and names is None:
         return [conv_case("smoke_conv3x3", 2, 8, 8, 4, 8, 3, pad=1, bias=False),
                 linear_case("smoke_linear", 8, 16, 8)]
     specs = [
@@ -546,6 +550,11 @@ def build_cases(mode):
         ("batchnorm_train", True, lambda: batchnorm_case("batchnorm_train", 64, 32, 32, 16)),
         ("lstm_h128", True, lambda: lstm_case("lstm_h128", 32, 32, 64, 128)),
     ]
+    if names is not None:
+        unknown = set(names) - {name for name, _, _ in specs}
+        if unknown:
+            raise SystemExit(f"--cases: unknown case(s) {sorted(unknown)}; known: {[n for n, _, _ in specs]}")
+        return [factory() for name, _, factory in specs if name in names]
     return [factory() for _, in_quick, factory in specs if in_quick or mode == "full"]
 
 
@@ -647,7 +656,7 @@ def main(argv):
     load_start = os.getloadavg()[0]
 
     compile_cold = compile_warm = None
-    if mode != "smoke":
+    if mode != "smoke" and args.cases is None:
         compile_cold, compile_warm = measure_compile_times()
     summary_compile = {}
     for label, probe in (("cold", compile_cold), ("warm", compile_warm)):
@@ -669,7 +678,7 @@ def main(argv):
 
     budget_s, min_rounds = {"smoke": (0.05, 3), "quick": (1.0, 5), "full": (3.0, 7)}[mode]
     records, failures = [], []
-    cases = build_cases(mode)
+    cases = build_cases(mode, args.cases.split(",") if args.cases else None)
     for threads in thread_counts:
         use_threads(threads, torch)
         for case in cases:

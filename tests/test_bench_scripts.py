@@ -60,6 +60,16 @@ def test_threads_option_rejects_a_bad_count():
     assert proc.returncode != 0 and "--threads: expected comma-separated integers >= 1" in proc.stderr
 
 
+def test_cases_option_times_only_the_named_cases_and_rejects_unknown_ones():
+    *cases, summary = run_bench("--smoke", "--threads", "1", "--cases", "lenet_fc1", timeout=180)
+    assert {(c["case"], c["pass"]) for c in cases} == {("lenet_fc1", "fwd"), ("lenet_fc1", "fwd+bwd")}
+    assert summary["compile_cold_s"] is None  # the compile probe is skipped
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    proc = subprocess.run([sys.executable, BENCH, "--smoke", "--cases", "no_such_case"], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=REPO)
+    assert proc.returncode != 0 and "--cases: unknown case(s) ['no_such_case']" in proc.stderr
+
+
 @pytest.mark.slow
 def test_compiled_kernels_load_from_the_disk_cache_in_under_2_seconds():
     (summary,) = run_bench("--compile-only", timeout=900)
