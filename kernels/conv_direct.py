@@ -20,7 +20,8 @@ uses _wide_micro_kernel instead: 512-bit vectors and _WIDE_PIXELS pixels per blo
 filling more of AVX-512's 32 registers (see _block_pixels).
 
 Each weight row of 16 channels is read once per pixel block, so the kernel pays
-where all KH*KW*Cin rows of a channel block stay in L1 (see fits_l1).
+where all KH*KW*Cin rows of a channel block stay in L1 (_L1_WEIGHT_BYTES), or
+where the blocks skip the padding positions (_row_blocks, _ROW_WEIGHT_BYTES).
 
 The weight gradient (weight_grad_images) is the same pairing the other way round:
 grad_y is laid out over the padded width too (zeros in the dropped columns), and
@@ -54,18 +55,32 @@ _CHANNELS = 16  # output channels per micro-kernel call
 # input rows: ResNet-20's 16 and 32 channels (9 and 18 KB) ran 1.75x and 1.17x faster
 # than im2col + GEMM, its 64 channels (36 KB, over Zen 3's 32 KB L1) 1.2x slower.
 _L1_WEIGHT_BYTES = 20 * 1024
+# Blocks inside output rows (_row_blocks, 512-bit) compute no padding positions, which
+# outweighs weights streamed from L2: on Zen 4, ResNet-20's 64 channels (36 KB) ran
+# 0.81 of im2col + GEMM's time, 128 channels on 8 x 8 (72 KB) 0.89.
+_ROW_WEIGHT_BYTES = 72 * 1024
 
 
-def fits_l1(kh, kw, cin, itemsize):
-    return kh * kw * cin * _CHANNELS * itemsize <= _L1_WEIGHT_BYTES
+def _weight_bytes(kh, kw, cin, itemsize):
+    return kh * kw * cin * _CHANNELS * itemsize
+
+
+@register_jitable
+def row_blocks_apply(ow, itemsize, wide):
+    """Whether forward_images runs its blocks inside output rows (_row_blocks)."""
+    return wide and ow % (_block_pixels(True, itemsize) // 2) == 0
 
 
 def applies(geo, dtype):
-    """Whether conv.py's geometry is one this kernel computes: stride 1, no dilation,
-    one group, output channels a multiple of 16, weights fitting L1, float32/64."""
+    """Whether conv.py's geometry is one this kernel computes (and pays for): stride 1, no
+    dilation, one group, output channels a multiple of 16, float32/64, weights fitting
+    L1, or L2-sized weights where the forward runs in row blocks."""
+    itemsize = np.dtype(dtype).itemsize
+    weight_limit = _ROW_WEIGHT_BYTES if row_blocks_apply(geo.ow, itemsize, WIDE) else _L1_WEIGHT_BYTES
     return (
         geo.stride == (1, 1) and geo.dilation == (1, 1) and geo.groups == 1 and geo.cout % _CHANNELS == 0
-        and np.dtype(dtype) in (np.float32, np.float64) and fits_l1(geo.kh, geo.kw, geo.cin, np.dtype(dtype).itemsize)
+        and np.dtype(dtype) in (np.float32, np.float64)
+        and _weight_bytes(geo.kh, geo.kw, geo.cin, itemsize) <= weight_limit
     )
 
 
@@ -104,22 +119,23 @@ def _block_pixels(wide, itemsize):
     return (_WIDE_PIXELS if itemsize == 4 else _WIDE_PIXELS // 2) if wide else _PIXELS
 
 
-def _forward_micro_kernel(bits):
+def _forward_micro_kernel(bits, halved=False):
     """The forward micro-kernel on `bits`-wide vectors (an intrinsic):
     out[o0 + p*cout + j] = sum over i < kh, k < kw, c < cin of
     xp[x0 + i*row_stride + (k + p)*cin + c] * wf[w0 + ((i*kw + k)*cin + c)*cout + j]
-    for p < _block_pixels(bits == 512, itemsize), j < 16 (flat arrays, int64 offsets)."""
+    for p < _block_pixels(bits == 512, itemsize) (half as many if `halved`), j < 16
+    (flat arrays, int64 offsets)."""
     def micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh, kw):
-        return _forward_codegen(bits, xp, wf, out)
-    micro_kernel.__name__ = f"micro_kernel_{bits}"
+        return _forward_codegen(bits, halved, xp, wf, out)
+    micro_kernel.__name__ = f"micro_kernel_{bits}{'_halved' if halved else ''}"
     return intrinsic(micro_kernel)
 
 
-def _forward_codegen(bits, xp, wf, out):
+def _forward_codegen(bits, halved, xp, wf, out):
     dtype = xp.dtype
     if dtype not in (types.float32, types.float64) or wf.dtype != dtype or out.dtype != dtype:
         return None
-    pixels = _block_pixels(bits == 512, dtype.bitwidth // 8)
+    pixels = _block_pixels(bits == 512, dtype.bitwidth // 8) // (2 if halved else 1)
     sig = types.void(xp, types.int64, wf, types.int64, out, types.int64, types.int64, types.int64,
                      types.int64, types.int64, types.int64)
 
@@ -162,6 +178,7 @@ def _forward_codegen(bits, xp, wf, out):
 
 _micro_kernel = _forward_micro_kernel(256)
 _wide_micro_kernel = _forward_micro_kernel(512)
+_wide_half_micro_kernel = _forward_micro_kernel(512, halved=True)
 
 
 @njit(cache=True, nogil=True)
@@ -180,6 +197,27 @@ def _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw):
 
 
 @njit(cache=True, nogil=True)
+def _row_blocks(xp, wf, yp, images, oh_, ow_, hp, wp, cin, cout, kh_, kw_, pixels):
+    """The 512-bit forward over blocks that stay inside each output row (OW a multiple of
+    pixels / 2): the Wp - OW padding positions past each row, a fifth of the work on
+    8 x 8 images, are not computed. Blocks of `pixels` where OW allows, else the halved
+    kernel's; each output value is the same sum in the same order as in span blocks."""
+    span = oh_ * wp
+    step = pixels if ow_ % pixels == 0 else pixels // 2
+    for n in range(images):
+        for r in range(oh_):
+            for q in range(0, ow_, step):
+                p0 = r * wp + q
+                for co in range(0, cout, _CHANNELS):
+                    if step == pixels:
+                        _wide_micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
+                                           cin, cout, wp * cin, kh_, kw_)
+                    else:
+                        _wide_half_micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp,
+                                                (n * span + p0) * cout + co, cin, cout, wp * cin, kh_, kw_)
+
+
+@njit(cache=True, nogil=True)
 def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap, wide):
     """y[n0:n1] = conv(x[n0:n1], w) (stride 1, zero padding ph, pw) (+ b, ReLU capped at
     cap), with xp and yp as the padded-input and output workspaces (flat, at least
@@ -194,15 +232,18 @@ def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap, wide
     zero = xp.dtype.type(0)
     span = oh_ * wp
     pixels = _block_pixels(wide, xp.itemsize)
-    for n in range(n1 - n0):
-        for p0 in range(0, span, pixels):
-            for co in range(0, cout, _CHANNELS):
-                if wide:
-                    _wide_micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
-                                       cin, cout, wp * cin, kh_, kw_)
-                else:
-                    _micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
-                                  cin, cout, wp * cin, kh_, kw_)
+    if row_blocks_apply(ow_, xp.itemsize, wide):
+        _row_blocks(xp, wf, yp, n1 - n0, oh_, ow_, hp, wp, cin, cout, kh_, kw_, pixels)
+    else:
+        for n in range(n1 - n0):
+            for p0 in range(0, span, pixels):
+                for co in range(0, cout, _CHANNELS):
+                    if wide:
+                        _wide_micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
+                                           cin, cout, wp * cin, kh_, kw_)
+                    else:
+                        _micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
+                                      cin, cout, wp * cin, kh_, kw_)
     # copy out the OW valid positions of each output row, with bias and ReLU
     for n in range(n0, n1):
         for r in range(oh_):

@@ -35,6 +35,12 @@ CASES = {
     "direct_5x3_pad_2x0_two_channel_blocks": ((2, 6, 8, 3), (5, 3), 32, 1, (2, 0), 1, 1),
     # ... and dx by the flipped conv, direct too (16 input channels)
     "direct_same_16_in_16_out": ((2, 6, 7, 16), (3, 3), 16, 1, 1, 1, 1),
+    # 512-bit blocks inside output rows (conv_direct._row_blocks): rows of 16 (whole
+    # float32 blocks, float64 blocks of 8), of 8 with 36 KB of float32 weights (float32's
+    # halved blocks, direct only at 512 bits), of 4 (float64's halved blocks)
+    "direct_rows_of_16": ((2, 4, 16, 4), (3, 3), 16, 1, 1, 1, 1),
+    "direct_rows_of_8_64_in": ((2, 5, 8, 64), (3, 3), 16, 1, 1, 1, 1),
+    "direct_rows_of_4": ((1, 3, 4, 8), (3, 3), 32, 1, 1, 1, 1),
 }
 
 
@@ -47,14 +53,22 @@ def test_dx_by_the_flipped_conv_only_where_it_pays():
     assert geometry((1, 8, 8, 8), (3, 3, 8, 16), 1).dx_padding is None  # N = Cin too small
 
 
-def test_direct_conv_only_where_it_pays():
+@pytest.mark.parametrize("wide", [False, True], ids=["256_bit", "512_bit"])
+def test_direct_conv_only_where_it_pays(wide, monkeypatch):
+    monkeypatch.setattr(conv.conv_direct, "WIDE", wide)
+
     def direct(x_shape, w_shape, stride=1, padding=1, dilation=1, groups=1, dtype=np.float32):
         geo = conv._Geometry(np.zeros(x_shape, dtype), np.zeros(w_shape, dtype), stride, padding, dilation, groups)
         return conv.conv_direct.applies(geo, np.dtype(dtype))
     assert direct((1, 8, 8, 16), (3, 3, 16, 16)) and direct((1, 8, 8, 32), (3, 3, 32, 32))
     assert direct((1, 8, 8, 16), (3, 3, 16, 16), dtype=np.float64)  # 18 KB of weights per channel block
     assert direct((1, 8, 8, 3), (3, 3, 3, 16))  # ResNet's stem
-    assert not direct((1, 8, 8, 64), (3, 3, 64, 64))  # 36 KB of weights per channel block: over L1
+    # 36 KB of weights per channel block, over L1: direct only in 512-bit blocks inside
+    # output rows (rows of 8 or 16 float32 pixels, of 4 or 8 float64 ones)
+    assert direct((1, 8, 8, 64), (3, 3, 64, 64)) == wide
+    assert direct((1, 8, 4, 64), (3, 3, 64, 64), dtype=np.float64) == wide  # 72 KB
+    assert not direct((1, 12, 12, 64), (3, 3, 64, 64))  # rows of 12 fit no block
+    assert not direct((1, 8, 8, 256), (3, 3, 256, 64))  # 144 KB
     assert not direct((1, 8, 8, 16), (3, 3, 16, 24))  # Cout not a multiple of 16
     assert not direct((1, 8, 8, 16), (3, 3, 16, 16), stride=2)
     assert not direct((1, 8, 8, 16), (3, 3, 16, 16), dilation=2)
@@ -108,7 +122,8 @@ def close(a, b):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("wide", [False, True], ids=["256_bit", "512_bit"])
 @pytest.mark.parametrize("name", ["direct_3x3_16_out", "direct_5x3_pad_2x0_two_channel_blocks",
-                                  "direct_same_16_in_16_out"])
+                                  "direct_same_16_in_16_out", "direct_rows_of_16", "direct_rows_of_8_64_in",
+                                  "direct_rows_of_4"])
 def test_direct_kernels_match_torch_at_either_vector_width(name, wide, dtype, monkeypatch):
     # the host picks one width (conv_direct.WIDE); LLVM lowers both anywhere, so both are checked
     x, w, b, kw = make(CASES[name], dtype)
@@ -123,7 +138,11 @@ def test_direct_kernels_match_torch_at_either_vector_width(name, wide, dtype, mo
     np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(dw, dw_ref, rtol=tol, atol=tol)
-    np.testing.assert_array_equal(dw, dw_other_width)  # each dW value summed in the same order
+    geo = conv._Geometry(x, w, kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
+    direct_here = conv.conv_direct.applies(geo, dtype)
+    monkeypatch.setattr(conv.conv_direct, "WIDE", not wide)
+    if direct_here and conv.conv_direct.applies(geo, dtype):
+        np.testing.assert_array_equal(dw, dw_other_width)  # each dW value summed in the same order
 
 
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
