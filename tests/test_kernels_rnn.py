@@ -111,6 +111,18 @@ def test_float64_matches_torch_to_round_off(kind):
     compare(kind, x, h0, c0, weights, "states", fwd_tol=exact, grad_tol=exact)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("wide", [False, True], ids=["256_bit", "512_bit"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_projections_on_gemm_micro_kernels_match_torch_at_either_vector_width(kind, wide, dtype, monkeypatch):
+    # G*H = 64 (LSTM) and 48 (GRU), multiples of 16: both projections run on gemm's
+    # micro-kernels; 19 rows per step are a full block of 16 (or 6) and a padded rest
+    monkeypatch.setattr(rnn.gemm, "WIDE", wide)
+    x, h0, c0, weights = make(kind, 19, 3, 5, 16, dtype=dtype)
+    tol = (FWD_TOL, GRAD_TOL) if dtype == np.float32 else (dict(rtol=1e-10, atol=1e-12),) * 2
+    compare(kind, x, h0, c0, weights, "states", *tol)
+
+
 LSTM_ARGS = ["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"]
 GRU_ARGS = ["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"]
 

@@ -1,0 +1,63 @@
+"""gemm.matmul (the direct convolution's micro-kernels as a GEMM) and gemm.transpose."""
+import numpy as np
+import pytest
+
+from bigdl_py.kernels import gemm, parallel
+
+# (M, K, N): rows below one block, a block and a rest, the layers' shapes.
+SHAPES = [(1, 3, 16), (7, 5, 32), (37, 100, 48), (32, 128, 512), (128, 512, 256)]
+
+
+def operands(m, k, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("wide", [False, True], ids=["256_bit", "512_bit"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_matches_float64_product_at_either_vector_width(m, k, n, wide, dtype, monkeypatch):
+    monkeypatch.setattr(gemm, "WIDE", wide)
+    a, b = operands(m, k, n, dtype)
+    out = np.full((m, n), np.nan, dtype)
+    assert gemm.matmul(a, b, out) is out
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(out, want, rtol=0, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_bits_do_not_depend_on_threads_or_column_blocks(dtype):
+    a, b = operands(150, 300, 320, dtype)  # 14.4M multiply-adds: split into tasks
+    one = np.empty((150, 320), dtype)
+    gemm.matmul(a, b, one)
+    previous = parallel.get_threads()
+    parallel.set_threads(2)
+    try:
+        two = np.empty_like(one)
+        gemm.matmul(a, b, two)
+    finally:
+        parallel.set_threads(previous)
+    blocks = np.empty_like(one)
+    for c0, c1 in ((0, 16), (16, 208), (208, 320)):
+        gemm.matmul_columns(a, b, blocks, c0, c1, gemm.WIDE)
+    assert np.array_equal(one, two) and np.array_equal(one, blocks)
+
+
+def test_applies_only_to_columns_in_blocks_of_16():
+    assert gemm.applies(np.empty((3, 32), np.float32)) and gemm.applies(np.empty((3, 16), np.float64))
+    assert not gemm.applies(np.empty((3, 120), np.float32))
+    assert not gemm.applies(np.empty((3, 32), np.int32))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (16, 16), (37, 21), (256, 512)])
+def test_transpose_is_a_contiguous_copy_of_the_transpose(shape):
+    a = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    t = gemm.transpose(a)
+    assert t.flags.c_contiguous and np.array_equal(t, a.T)
+
+
+@pytest.mark.parametrize("shape,dtype", [((3, 5), np.float32), ((2, 3), np.float64), ((7,), np.float32)])
+def test_empty_is_aligned_to_a_cache_line(shape, dtype):
+    a = gemm.empty(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.ctypes.data % 64 == 0
