@@ -258,8 +258,7 @@ def _direct_weight_grad(x, grad_y, dw, geo):
     def image_block_task(t):
         n0, n1 = images[t].start, images[t].stop
         xp = _workspace("direct_x", conv_direct.grad_padded_rows(n1 - n0, hp, wp, geo.kw) * geo.cin, x.dtype)
-        gp = _workspace("direct_y", (n1 - n0) * geo.oh * wp * geo.cout, x.dtype)
-        conv_direct.weight_grad_images(x, grad_y, dw.shape, n0, n1, *geo.padding, xp, gp, partials[t],
+        conv_direct.weight_grad_images(x, grad_y, dw.shape, n0, n1, *geo.padding, xp, partials[t],
                                        conv_direct.WIDE)
 
     run_tasks(image_block_task, len(images))

@@ -24,9 +24,9 @@ where all KH*KW*Cin rows of a channel block stay in L1 (_L1_WEIGHT_BYTES), or
 where the blocks skip the padding positions (_row_blocks, _ROW_WEIGHT_BYTES).
 
 The weight gradient (weight_grad_images) is the same pairing the other way round:
-grad_y is laid out over the padded width too (zeros in the dropped columns), and
+grad_y is read in place, row by row, against the padded input rows, and
 _grad_micro_kernel holds 4 input channels x 16 output channels of dW in registers
-while it runs over a chunk of output positions, adding each position's two vectors of
+while it runs over a chunk of output rows, adding each position's two vectors of
 grad_y times the broadcast input values under one tap (_wide_grad_micro_kernel: 8
 input channels, one 512-bit vector each, the same sums in the same order).
 """
@@ -184,45 +184,71 @@ _wide_half_micro_kernel = _forward_micro_kernel(512, halved=True)
 @njit(cache=True, nogil=True)
 def _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw):
     """xp = images n0..n1 of the flat NHWC x (H x W x Cin each) zero-padded by ph, pw:
-    zero borders, each interior row one contiguous run."""
+    zero borders, each interior row one contiguous run, and zeros past the images (the
+    rows the last blocks read beyond them). Each value is written once."""
     hp, wp = h_ + 2 * ph, w_ + 2 * pw
-    xp[:] = xp.dtype.type(0)
-    run = uint64(w_ * cin)
+    zero = xp.dtype.type(0)
+    row, run, left = uint64(wp * cin), uint64(w_ * cin), uint64(pw * cin)
     for n in range(n0, n1):
-        for r in range(h_):
-            s = uint64(((n * h_) + r) * w_ * cin)
-            d = uint64((((n - n0) * hp + r + ph) * wp + pw) * cin)
+        for r in range(hp):
+            d = uint64(((n - n0) * hp + r) * wp * cin)
+            if r < ph or r >= ph + h_:
+                for j in range(row):
+                    xp[d + j] = zero
+                continue
+            s = uint64(((n * h_) + r - ph) * w_ * cin)
+            for j in range(left):
+                xp[d + j] = zero
             for j in range(run):
-                xp[d + j] = xf[s + j]
+                xp[d + left + j] = xf[s + j]
+            for j in range(left + run, row):
+                xp[d + j] = zero
+    for j in range(uint64((n1 - n0) * hp) * row, uint64(xp.size)):
+        xp[j] = zero
 
 
 @njit(cache=True, nogil=True)
-def _row_blocks(xp, wf, yp, images, oh_, ow_, hp, wp, cin, cout, kh_, kw_, pixels):
+def _row_blocks(xp, wf, yf, y0, images, oh_, ow_, hp, wp, cin, cout, kh_, kw_, pixels):
     """The 512-bit forward over blocks that stay inside each output row (OW a multiple of
-    pixels / 2): the Wp - OW padding positions past each row, a fifth of the work on
-    8 x 8 images, are not computed. Blocks of `pixels` where OW allows, else the halved
-    kernel's; each output value is the same sum in the same order as in span blocks."""
-    span = oh_ * wp
+    pixels / 2), written straight into y (output pixel (n, r, q) of the block's images at
+    y0 + ((n*OH + r)*OW + q)*Cout): the Wp - OW padding positions past each row, a fifth
+    of the work on 8 x 8 images, are not computed, and no copy-out pass follows. Blocks of
+    `pixels` where OW allows, else the halved kernel's; each output value is the same sum
+    in the same order as in span blocks."""
     step = pixels if ow_ % pixels == 0 else pixels // 2
     for n in range(images):
         for r in range(oh_):
             for q in range(0, ow_, step):
-                p0 = r * wp + q
+                x0 = (n * hp * wp + r * wp + q) * cin
+                o0 = y0 + ((n * oh_ + r) * ow_ + q) * cout
                 for co in range(0, cout, _CHANNELS):
                     if step == pixels:
-                        _wide_micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
-                                           cin, cout, wp * cin, kh_, kw_)
+                        _wide_micro_kernel(xp, x0, wf, co, yf, o0 + co, cin, cout, wp * cin, kh_, kw_)
                     else:
-                        _wide_half_micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp,
-                                                (n * span + p0) * cout + co, cin, cout, wp * cin, kh_, kw_)
+                        _wide_half_micro_kernel(xp, x0, wf, co, yf, o0 + co, cin, cout, wp * cin, kh_, kw_)
+
+
+@njit(cache=True, nogil=True)
+def _bias_relu_in_place(yf, start, stop, b, has_bias, relu, cap, cout):
+    """yf[start:stop] (whole pixels of Cout values) += b, then ReLU capped at cap."""
+    zero = yf.dtype.type(0)
+    for p in range(uint64(start), uint64(stop), uint64(cout)):
+        for co in range(uint64(cout)):
+            v = yf[p + co]
+            if has_bias:
+                v += b[co]
+            if relu:
+                v = min(max(v, zero), cap)
+            yf[p + co] = v
 
 
 @njit(cache=True, nogil=True)
 def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap, wide):
     """y[n0:n1] = conv(x[n0:n1], w) (stride 1, zero padding ph, pw) (+ b, ReLU capped at
     cap), with xp and yp as the padded-input and output workspaces (flat, at least
-    padded_rows(n1 - n0, ...) * Cin and output_rows(n1 - n0, ...) * Cout values), by the
-    512-bit micro-kernel if `wide` (pass WIDE), else the 256-bit one."""
+    padded_rows(n1 - n0, ...) * Cin and output_rows(n1 - n0, ...) * Cout values; yp is
+    not used where row blocks apply), by the 512-bit micro-kernel if `wide` (pass WIDE),
+    else the 256-bit one."""
     h_, w_, cin = x.shape[1], x.shape[2], x.shape[3]
     kh_, kw_, cout = w.shape[0], w.shape[1], w.shape[3]
     oh_, ow_ = y.shape[1], y.shape[2]
@@ -233,17 +259,20 @@ def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap, wide
     span = oh_ * wp
     pixels = _block_pixels(wide, xp.itemsize)
     if row_blocks_apply(ow_, xp.itemsize, wide):
-        _row_blocks(xp, wf, yp, n1 - n0, oh_, ow_, hp, wp, cin, cout, kh_, kw_, pixels)
-    else:
-        for n in range(n1 - n0):
-            for p0 in range(0, span, pixels):
-                for co in range(0, cout, _CHANNELS):
-                    if wide:
-                        _wide_micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
-                                           cin, cout, wp * cin, kh_, kw_)
-                    else:
-                        _micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
-                                      cin, cout, wp * cin, kh_, kw_)
+        y0, y1 = n0 * oh_ * ow_ * cout, n1 * oh_ * ow_ * cout
+        _row_blocks(xp, wf, yf, y0, n1 - n0, oh_, ow_, hp, wp, cin, cout, kh_, kw_, pixels)
+        if has_bias or relu:
+            _bias_relu_in_place(yf, y0, y1, b, has_bias, relu, cap, cout)
+        return
+    for n in range(n1 - n0):
+        for p0 in range(0, span, pixels):
+            for co in range(0, cout, _CHANNELS):
+                if wide:
+                    _wide_micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
+                                       cin, cout, wp * cin, kh_, kw_)
+                else:
+                    _micro_kernel(xp, (n * hp * wp + p0) * cin, wf, co, yp, (n * span + p0) * cout + co,
+                                  cin, cout, wp * cin, kh_, kw_)
     # copy out the OW valid positions of each output row, with bias and ReLU
     for n in range(n0, n1):
         for r in range(oh_):
@@ -275,40 +304,44 @@ def _grad_block_channels(wide, itemsize):
 
 def _weight_grad_micro_kernel(bits):
     """The weight-gradient micro-kernel on `bits`-wide vectors (an intrinsic):
-    dw[d0 + c*cout + j] += sum over q < count of xp[x0 + q*cin + c] * gp[g0 + q*cout + j]
+    dw[d0 + c*cout + j] += sum over r < rows, q < row_len of
+    xp[x0 + (r*x_stride + q)*cin + c] * gf[g0 + (r*g_stride + q)*cout + j]
     for c < channels (at most _grad_block_channels(bits == 512, itemsize)), j < 16 (flat
-    arrays, int64 offsets). Each dw value is summed over q in order at either width."""
-    def grad_micro_kernel(typingctx, xp, x0, gp, g0, count, cin, cout, channels, dw, d0):
-        return _weight_grad_codegen(bits, xp, gp, dw)
+    arrays, int64 offsets): row_len pixels of each of `rows` rows, whose strides differ
+    in the padded input and in grad_y. Each dw value is summed over the pixels in order
+    at either width."""
+    def grad_micro_kernel(typingctx, xp, x0, gf, g0, rows, row_len, x_stride, g_stride, cin, cout, channels, dw,
+                          d0):
+        return _weight_grad_codegen(bits, xp, gf, dw)
     grad_micro_kernel.__name__ = f"grad_micro_kernel_{bits}"
     return intrinsic(grad_micro_kernel)
 
 
-def _weight_grad_codegen(bits, xp, gp, dw):
+def _weight_grad_codegen(bits, xp, gf, dw):
     dtype = xp.dtype
-    if dtype not in (types.float32, types.float64) or gp.dtype != dtype or dw.dtype != dtype:
+    if dtype not in (types.float32, types.float64) or gf.dtype != dtype or dw.dtype != dtype:
         return None
     block = _grad_block_channels(bits == 512, dtype.bitwidth // 8)
-    sig = types.void(xp, types.int64, gp, types.int64, types.int64, types.int64, types.int64, types.int64,
-                     dw, types.int64)
+    sig = types.void(xp, types.int64, gf, types.int64, types.int64, types.int64, types.int64, types.int64,
+                     types.int64, types.int64, types.int64, dw, types.int64)
 
     def codegen(context, builder, signature, args):
-        xa, xo, ga, go, count_, cin_, cout_, channels_, da, do = args
+        xa, xo, ga, go, rows_, row_len_, x_stride_, g_stride_, cin_, cout_, channels_, da, do = args
         x_ptr = context.make_array(signature.args[0])(context, builder, xa).data
         g_ptr = context.make_array(signature.args[2])(context, builder, ga).data
-        d_ptr = context.make_array(signature.args[8])(context, builder, da).data
+        d_ptr = context.make_array(signature.args[11])(context, builder, da).data
         vec, lanes, n_vec, fma, zero_mask, acc = _vector_registers(builder, dtype, block, bits)
         i64 = ir.IntType(64)
         align = dtype.bitwidth // 8
-        with cgutils.for_range(builder, count_) as loop_q:
-            q = loop_q.index
-            g_row = builder.add(go, builder.mul(q, cout_))
+        with cgutils.for_range(builder, rows_) as loop_r, cgutils.for_range(builder, row_len_) as loop_q:
+            r, q = loop_r.index, loop_q.index
+            g_row = builder.add(go, builder.mul(builder.add(builder.mul(r, g_stride_), q), cout_))
             grads = [
                 builder.load(builder.bitcast(builder.gep(g_ptr, [builder.add(g_row, ir.Constant(i64, v * lanes))]),
                                              vec.as_pointer()), align=align)
                 for v in range(n_vec)
             ]
-            x_row = builder.add(xo, builder.mul(q, cin_))
+            x_row = builder.add(xo, builder.mul(builder.add(builder.mul(r, x_stride_), q), cin_))
             for c in range(block):  # channels past `channels` read the buffer's next values, never stored
                 value = builder.load(builder.gep(x_ptr, [builder.add(x_row, ir.Constant(i64, c))]))
                 lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
@@ -337,46 +370,38 @@ def grad_padded_rows(n_images, hp, wp, kw):
 
 
 @njit(cache=True, nogil=True)
-def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, gp, dw, wide, chunk_bytes=_GRAD_CHUNK_BYTES):
+def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, dw, wide, chunk_bytes=_GRAD_CHUNK_BYTES):
     """dw (flat, KH*KW*Cin*Cout, zeroed by the caller) = the weight gradient of the
     stride-1 conv over images n0..n1 (by the 512-bit micro-kernel if `wide`, the same bits),
-    with xp (grad_padded_rows(...) * Cin values) and gp
-    (OH * Wp * Cout values per image) as workspaces: grad_y laid out over the padded
-    width with zeros in the dropped columns, so that position q of gp and position
-    q + i*Wp + k of xp are an output pixel and the input pixel under its tap (i, k)."""
+    with xp (grad_padded_rows(...) * Cin values) as the padded-input workspace: output
+    pixel (r, q) of grad_y and padded-input pixel (r + i, q + k) are an output pixel and
+    the input pixel under its tap (i, k). The micro-kernel reads grad_y in place, over
+    chunks of whole output rows."""
     h_, w_, cin = x.shape[1], x.shape[2], x.shape[3]
     kh_, kw_, cout = dw_shape[0], dw_shape[1], dw_shape[3]
     oh_, ow_ = grad_y.shape[1], grad_y.shape[2]
     hp, wp = h_ + 2 * ph, w_ + 2 * pw
     xf, gf = x.reshape(-1), grad_y.reshape(-1)
     _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw)
-    zero = xp.dtype.type(0)
-    gp[:] = zero
-    grun = uint64(ow_ * cout)
-    span = oh_ * wp
-    positions = max(16, chunk_bytes // ((cin + cout) * xp.itemsize))
+    chunk_rows = max(1, max(16, chunk_bytes // ((cin + cout) * xp.itemsize)) // ow_)
     # 512 bits pay from 5 input channels (LeNet-5's 6: 0.92 of the 256-bit time, 16 and
     # 32: 0.92); ResNet's 3-channel stem would compute 8 channels for 3 (1.6x slower)
     wide = wide and cin > _GRAD_CHANNELS
     block = _grad_block_channels(wide, xp.itemsize)
-    for n in range(n0, n1):
-        for r in range(oh_):
-            s = uint64(((n * oh_) + r) * ow_ * cout)
-            d = uint64(((n - n0) * span + r * wp) * cout)
-            for j in range(grun):
-                gp[d + j] = gf[s + j]
     for n in range(n1 - n0):
-        for q0 in range(0, span, positions):
-            count = min(positions, span - q0)
+        for r0 in range(0, oh_, chunk_rows):
+            rows = min(chunk_rows, oh_ - r0)
+            g0 = ((n0 + n) * oh_ + r0) * ow_ * cout
             for i in range(kh_):
                 for k in range(kw_):
-                    x0 = (n * hp * wp + q0 + i * wp + k) * cin
+                    x0 = (n * hp * wp + (r0 + i) * wp + k) * cin
                     for c0 in range(0, cin, block):
                         channels = min(block, cin - c0)
+                        d0 = ((i * kw_ + k) * cin + c0) * cout
                         for co in range(0, cout, _CHANNELS):
                             if wide:
-                                _wide_grad_micro_kernel(xp, x0 + c0, gp, (n * span + q0) * cout + co, count, cin,
-                                                        cout, channels, dw, ((i * kw_ + k) * cin + c0) * cout + co)
+                                _wide_grad_micro_kernel(xp, x0 + c0, gf, g0 + co, rows, ow_, wp, ow_, cin, cout,
+                                                        channels, dw, d0 + co)
                             else:
-                                _grad_micro_kernel(xp, x0 + c0, gp, (n * span + q0) * cout + co, count, cin, cout,
-                                                   channels, dw, ((i * kw_ + k) * cin + c0) * cout + co)
+                                _grad_micro_kernel(xp, x0 + c0, gf, g0 + co, rows, ow_, wp, ow_, cin, cout,
+                                                   channels, dw, d0 + co)
