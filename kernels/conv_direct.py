@@ -384,6 +384,10 @@ def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, dw, wide, chunk_
     xf, gf = x.reshape(-1), grad_y.reshape(-1)
     _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw)
     chunk_rows = max(1, max(16, chunk_bytes // ((cin + cout) * xp.itemsize)) // ow_)
+    # the KW*Cin values under a row of taps are contiguous in xp, as are their dW rows:
+    # channel blocks run over them, so that a small Cin fills the blocks (LeNet-5's 5x5
+    # conv of 6 channels: 30 values in 4 blocks of 8, not 5 blocks of 6 of 8)
+    row_values = kw_ * cin
     # 512 bits pay from 5 input channels (LeNet-5's 6: 0.92 of the 256-bit time, 16 and
     # 32: 0.92); ResNet's 3-channel stem would compute 8 channels for 3 (1.6x slower)
     wide = wide and cin > _GRAD_CHANNELS
@@ -393,15 +397,14 @@ def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, dw, wide, chunk_
             rows = min(chunk_rows, oh_ - r0)
             g0 = ((n0 + n) * oh_ + r0) * ow_ * cout
             for i in range(kh_):
-                for k in range(kw_):
-                    x0 = (n * hp * wp + (r0 + i) * wp + k) * cin
-                    for c0 in range(0, cin, block):
-                        channels = min(block, cin - c0)
-                        d0 = ((i * kw_ + k) * cin + c0) * cout
-                        for co in range(0, cout, _CHANNELS):
-                            if wide:
-                                _wide_grad_micro_kernel(xp, x0 + c0, gf, g0 + co, rows, ow_, wp, ow_, cin, cout,
-                                                        channels, dw, d0 + co)
-                            else:
-                                _grad_micro_kernel(xp, x0 + c0, gf, g0 + co, rows, ow_, wp, ow_, cin, cout,
-                                                   channels, dw, d0 + co)
+                x0 = (n * hp * wp + (r0 + i) * wp) * cin
+                for c0 in range(0, row_values, block):
+                    channels = min(block, row_values - c0)
+                    d0 = (i * row_values + c0) * cout
+                    for co in range(0, cout, _CHANNELS):
+                        if wide:
+                            _wide_grad_micro_kernel(xp, x0 + c0, gf, g0 + co, rows, ow_, wp, ow_, cin, cout,
+                                                    channels, dw, d0 + co)
+                        else:
+                            _grad_micro_kernel(xp, x0 + c0, gf, g0 + co, rows, ow_, wp, ow_, cin, cout,
+                                               channels, dw, d0 + co)
