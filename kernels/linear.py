@@ -1,10 +1,14 @@
-"""Fully connected layer as BLAS GEMMs: y = x @ w.T + b, weight (out, in) as in PyTorch.
+"""Fully connected layer as GEMMs: y = x @ w.T + b, weight (out, in) as in PyTorch.
 
-With several kernel threads each GEMM is split into row blocks (parallel.matmul_rows), and the
-backward's dx and dW GEMMs run as tasks of one split (parallel.matmuls).
+The forward runs on gemm's micro-kernels with the bias added in cache where out is a
+multiple of 16 (w transposed first: (128, 512) -> 256 in 0.33 ms against sgemm's 0.39 on
+w.T, which OpenBLAS packs on every call), else BLAS. With several kernel threads each BLAS
+GEMM is split into row blocks (parallel.matmul_rows), and the backward's dx and dW GEMMs
+run as tasks of one split (parallel.matmuls).
 """
 import numpy as np
 
+from . import gemm
 from ._checks import check_array, check_same_dtype, check_shape
 from .parallel import matmul_rows, matmuls
 
@@ -31,12 +35,15 @@ def linear_forward(x, w, b=None):
         x (N, in) -> y (N, out).
     """
     _check_x_w(x, w)
-    y = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
-    matmul_rows(x, w.T, y)
     if b is not None:
         check_array("b", b, ndim=1)
         check_shape("b", b, (w.shape[0],))
         check_same_dtype(x=x, b=b)
+    if gemm.applies(w.T):
+        return gemm.matmul(x, gemm.transpose(w), gemm.empty((x.shape[0], w.shape[0]), x.dtype), b)
+    y = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+    matmul_rows(x, w.T, y)
+    if b is not None:
         y += b
     return y
 

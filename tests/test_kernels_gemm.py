@@ -26,6 +26,16 @@ def test_matmul_matches_float64_product_at_either_vector_width(m, k, n, wide, dt
     np.testing.assert_allclose(out, want, rtol=0, atol=tol * np.abs(want).max())
 
 
+@pytest.mark.parametrize("m", [1, 37])
+def test_matmul_adds_the_bias_to_every_row(m):
+    a, b = operands(m, 20, 48, np.float32)
+    bias = np.random.default_rng(1).standard_normal(48).astype(np.float32)
+    out = np.empty((m, 48), np.float32)
+    gemm.matmul(a, b, out, bias)
+    want = a.astype(np.float64) @ b.astype(np.float64) + bias
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_bits_do_not_depend_on_threads_or_column_blocks(dtype):
     a, b = operands(150, 300, 320, dtype)  # 14.4M multiply-adds: split into tasks
@@ -40,7 +50,7 @@ def test_matmul_bits_do_not_depend_on_threads_or_column_blocks(dtype):
         parallel.set_threads(previous)
     blocks = np.empty_like(one)
     for c0, c1 in ((0, 16), (16, 208), (208, 320)):
-        gemm.matmul_columns(a, b, blocks, c0, c1, gemm.WIDE)
+        gemm.matmul_columns(a, b, blocks, c0, c1, b[0], False, gemm.WIDE)
     assert np.array_equal(one, two) and np.array_equal(one, blocks)
 
 
