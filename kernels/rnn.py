@@ -285,7 +285,7 @@ def _lstm_steps(gx, w_hh_t, b, h_all, c_all, act, tanh_c, rec, out, wide):
     rec2d = rec.reshape(rec.shape[0], rec.shape[1] * rec.shape[2])
     for s in range(gx.shape[0]):
         if rec2d.shape[1] % gemm.CHANNELS == 0:
-            gemm.matmul_columns(h_all[s], w_hh_t, rec2d, 0, rec2d.shape[1], wide)
+            gemm.matmul_columns(h_all[s], w_hh_t, rec2d, 0, rec2d.shape[1], b[0], False, wide)
         else:
             np.dot(h_all[s], w_hh_t, rec2d)
         _lstm_step_forward(gx[s], rec, b, c_all[s], act[s], c_all[s + 1], tanh_c[s], h_all[s + 1], out, s)
