@@ -3,8 +3,8 @@
 Four paths, chosen from the shapes:
 - 1x1, stride 1, no padding: the input viewed as (N*H*W, Cin) is already the
   im2col matrix, so the convolution is one GEMM per group with no copy.
-- depthwise (every group has one input channel): a direct numba loop vectorised
-  over the contiguous channel axis; GEMMs with K = KH*KW would be tiny.
+- depthwise (every group has one input channel): direct micro-kernels over the
+  contiguous channel axis (`depthwise.py`); GEMMs with K = KH*KW would be tiny.
 - one input channel, stride 1, no padding (a first layer on grey images): a direct
   loop vectorised along the output line for the forward; as a GEMM it has N = Cout
   (6 in LeNet-5), a shape BLAS runs slowly (LeNet-5's conv1: 2.5 vs 4.0 ms at batch
@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit, uint64
 
 from ._checks import check_array, check_pair, check_positive_int, check_same_dtype, check_shape
-from . import conv_direct
+from . import conv_direct, depthwise
 from .im2col import col2im, im2col
 from .parallel import run_tasks
 
@@ -163,15 +163,13 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu
         raise ValueError(f"relu_cap: expected a positive number together with relu=True, received {relu_cap!r} "
                          f"(relu={relu!r})")
     cap = x.dtype.type(np.inf if relu_cap is None else relu_cap)
-    y = np.empty(geo.out_shape, dtype=x.dtype)
+    y = depthwise.empty(geo.out_shape, x.dtype) if geo.depthwise else np.empty(geo.out_shape, dtype=x.dtype)
     has_bias = b is not None
     bias = b if has_bias else np.zeros(0, x.dtype)
     if y.size == 0:
         return y
     if geo.depthwise:
-        _depthwise_forward(
-            x, w, bias, y, *geo.stride, *geo.padding, *geo.dilation, has_bias, bool(relu), cap
-        )
+        depthwise.forward(x, w, bias, y, geo.stride, geo.padding, geo.dilation, has_bias, bool(relu), cap)
     elif geo.one_channel and not geo.pointwise:
         images = _image_blocks(geo.n)
         run_tasks(lambda t: _one_channel_forward(x[images[t]], w, bias, y[images[t]], has_bias, bool(relu), cap),
@@ -203,18 +201,17 @@ def conv2d_backward(
     dy2d = grad_y.reshape(-1, geo.cout)
     db = _column_sums(dy2d) if has_bias and need_dw else None
     dx = None
-    if need_dx:  # the col2im and depthwise paths accumulate into dx
-        overwrites = (geo.pointwise and not geo.depthwise) or geo.dx_padding is not None
-        dx = np.empty_like(x) if overwrites else np.zeros_like(x)
+    if need_dx:  # the col2im path accumulates into dx
+        overwrites = geo.pointwise or geo.dx_padding is not None
+        if geo.depthwise:
+            dx = depthwise.empty(x.shape, x.dtype)
+        else:
+            dx = np.empty_like(x) if overwrites else np.zeros_like(x)
     dw = np.zeros_like(w) if need_dw else None
     if grad_y.size == 0 or not (need_dx or need_dw):
         return dx, dw, db
     if geo.depthwise:
-        nothing = np.zeros((0, 0, 0, 0), x.dtype)
-        _depthwise_backward(
-            x, w, grad_y, dx if need_dx else nothing, dw if need_dw else nothing,
-            *geo.stride, *geo.padding, *geo.dilation, need_dx, need_dw,
-        )
+        depthwise.backward(x, w, grad_y, dx, dw, geo.stride, geo.padding, geo.dilation)
     elif geo.one_channel and not geo.pointwise:
         if need_dw:
             _one_channel_weight_grad_blocks(x, grad_y, dw)
@@ -516,14 +513,6 @@ def _column_sums(a):
 
 
 @njit(cache=True)
-def _valid_range(off, stride, size, out_size):
-    """[lo, hi): the outputs o with 0 <= o * stride + off < size."""
-    lo = 0 if off >= 0 else (-off + stride - 1) // stride
-    hi = 0 if size - 1 - off < 0 else min(out_size, (size - 1 - off) // stride + 1)
-    return lo, max(lo, hi)
-
-
-@njit(cache=True)
 def _span_positions(oh_, ow_, w_):
     """Position oh * W + ow in the one-channel kernels' span of each output pixel (oh, ow), row-major."""
     positions = np.empty(oh_ * ow_, np.uint64)
@@ -619,105 +608,3 @@ def _one_channel_weight_sums(x, grad_y, dw_shape, total):
                     for p in range(span):
                         s += xf[src + p] * g[base + p]
                     total[uint64((i * kw_ + k) * cout) + co] += s
-
-
-@njit(cache=True)
-def _depthwise_forward(x, w, b, y, sh, sw, ph, pw, dh, dw, has_bias, relu, cap):
-    """Direct depthwise conv, one output line at a time, vectorised over channels.
-
-    Output channel co reads input channel co // multiplier.
-    """
-    n_, h_, w_, c_ = x.shape
-    kh_, kw_, cout = w.shape[0], w.shape[1], w.shape[3]
-    oh_, ow_ = y.shape[1], y.shape[2]
-    mult = uint64(cout // c_)
-    uc, ucout = uint64(c_), uint64(cout)
-    xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
-    row = uint64(ow_ * cout)
-    zero = yf.dtype.type(0)
-    for n in range(n_):
-        for oh in range(oh_):
-            line = uint64((n * oh_ + oh) * ow_ * cout)
-            for ow in range(ow_):
-                o = line + uint64(ow * cout)
-                for co in range(ucout):
-                    yf[o + co] = b[co] if has_bias else zero
-            for i in range(kh_):
-                ih = oh * sh - ph + i * dh
-                if ih < 0 or ih >= h_:
-                    continue
-                for k in range(kw_):
-                    off = k * dw - pw
-                    lo, hi = _valid_range(off, sw, w_, ow_)
-                    wo = uint64((i * kw_ + k) * cout)
-                    for ow in range(lo, hi):
-                        o = line + uint64(ow * cout)
-                        xo = uint64(((n * h_ + ih) * w_ + ow * sw + off) * c_)
-                        if mult == 1:
-                            for c in range(uc):
-                                yf[o + c] += xf[xo + c] * wf[wo + c]
-                            continue
-                        for c in range(uc):
-                            xv = xf[xo + c]
-                            for m in range(mult):
-                                yf[o + c * mult + m] += xv * wf[wo + c * mult + m]
-            if relu:
-                for j in range(row):
-                    yf[line + j] = min(max(yf[line + j], zero), cap)
-
-
-@njit(cache=True)
-def _depthwise_backward(x, w, dy, dx, dw, sh, sw, ph, pw, dh, dw_, need_dx, need_dw):
-    """dx (if need_dx) and dw (if need_dw) of the depthwise conv in one pass over dy.
-
-    dw is summed per image in the working dtype, then across images in float64,
-    which keeps float32 round-off small over large batches.
-    """
-    n_, h_, w_, c_ = x.shape
-    kh_, kw_, cout = w.shape[0], w.shape[1], w.shape[3]
-    oh_, ow_ = dy.shape[1], dy.shape[2]
-    mult = uint64(cout // c_)
-    uc = uint64(c_)
-    xf, wf, gf, dxf = x.reshape(-1), w.reshape(-1), dy.reshape(-1), dx.reshape(-1)
-    zero = w.dtype.type(0)
-    total = np.zeros(kh_ * kw_ * cout, np.float64)
-    part = np.empty(kh_ * kw_ * cout, w.dtype)
-    for n in range(n_):
-        part[:] = 0
-        for oh in range(oh_):
-            line = uint64((n * oh_ + oh) * ow_ * cout)
-            for i in range(kh_):
-                ih = oh * sh - ph + i * dh
-                if ih < 0 or ih >= h_:
-                    continue
-                for k in range(kw_):
-                    off = k * dw_ - pw
-                    lo, hi = _valid_range(off, sw, w_, ow_)
-                    wo = uint64((i * kw_ + k) * cout)
-                    for ow in range(lo, hi):
-                        o = line + uint64(ow * cout)
-                        xo = uint64(((n * h_ + ih) * w_ + ow * sw + off) * c_)
-                        if mult == 1:
-                            if need_dw:
-                                for c in range(uc):
-                                    part[wo + c] += xf[xo + c] * gf[o + c]
-                            if need_dx:
-                                for c in range(uc):
-                                    dxf[xo + c] += gf[o + c] * wf[wo + c]
-                            continue
-                        for c in range(uc):
-                            xv = xf[xo + c]
-                            s = zero
-                            for m in range(mult):
-                                q = c * mult + m
-                                if need_dw:
-                                    part[wo + q] += xv * gf[o + q]
-                                s += gf[o + q] * wf[wo + q]
-                            if need_dx:
-                                dxf[xo + c] += s
-        if need_dw:
-            total += part
-    if need_dw:
-        dwf = dw.reshape(-1)
-        for j in range(total.size):
-            dwf[j] = total[j]

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bigdl_py.kernels import conv
+from bigdl_py.kernels import conv, depthwise
 from bigdl_py.kernels.conv import conv2d_backward, conv2d_forward, conv2d_output_shape
 from bigdl_py.testing import numeric_grad, projection
 
@@ -195,27 +195,24 @@ def test_need_dx_false_skips_dx_and_keeps_dw(name):
     np.testing.assert_allclose(db, grad_y.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["3x3_pad1", "stride2", "groups2", "depthwise", "depthwise_multiplier2",
-                                  "pointwise", "pointwise_groups2", "lenet_1ch_5x5", "one_channel_3x2_pad_1x2",
-                                  "same_16ch_flipped_dx", "direct_3x3_16_out", "direct_same_16_in_16_out"])
+@pytest.mark.parametrize("name", ["3x3_pad1", "stride2", "groups2", "depthwise", "depthwise_stride2_dilation2",
+                                  "depthwise_multiplier2", "pointwise", "pointwise_groups2", "lenet_1ch_5x5",
+                                  "one_channel_3x2_pad_1x2", "same_16ch_flipped_dx", "direct_3x3_16_out",
+                                  "direct_same_16_in_16_out"])
 def test_need_dw_false_gives_the_same_dx_and_runs_no_weight_gradient_work(name, monkeypatch):
     x, w, b, kw = make(CASES[name])
     grad_y = projection(conv2d_forward(x, w, b, **kw).shape, seed=1).astype(np.float32)
     dx_full, _, _ = conv2d_backward(x, w, grad_y, **kw)
     calls = []  # every step that only the weight gradient needs, wrapped to count its calls
-    for step in ("_grouped_matmul_tn", "im2col", "_one_channel_weight_grad_blocks", "_column_sums",
-                 "_direct_weight_grad"):
-        original = getattr(conv, step)
-        monkeypatch.setattr(conv, step, lambda *a, _f=original, _n=step: calls.append(_n) or _f(*a))
-    depthwise = conv._depthwise_backward
-    monkeypatch.setattr(conv, "_depthwise_backward", lambda *a: calls.append(("depthwise", a[-1])) or depthwise(*a))
+    steps = [(conv, step) for step in ("_grouped_matmul_tn", "im2col", "_one_channel_weight_grad_blocks",
+                                       "_column_sums", "_direct_weight_grad")]
+    for module, step in steps + [(depthwise, "_weight_grad_images")]:
+        original = getattr(module, step)
+        monkeypatch.setattr(module, step, lambda *a, _f=original, _n=step: calls.append(_n) or _f(*a))
     dx, dw, db = conv2d_backward(x, w, grad_y, **kw, need_dw=False)
     assert dw is None and db is None
     np.testing.assert_array_equal(dx, dx_full)
-    if name.startswith("depthwise"):
-        assert calls == [("depthwise", False)]  # the numba loop, told to skip its dw sums
-    else:  # dx by col2im or by the flipped conv of grad_y (direct at 16 channels): no x, no dW step
-        assert calls == []
+    assert calls == []  # dx by col2im, the flipped conv of grad_y or the depthwise gather: no dW step
     assert conv2d_backward(x, w, grad_y, **kw, need_dx=False, need_dw=False) == (None, None, None)
 
 
