@@ -57,6 +57,16 @@ def test_batchnorm_train_matches_torch_outputs_running_stats_and_gradients(shape
     np.testing.assert_allclose(dbeta, dbt, rtol=1e-5, atol=1e-5)
 
 
+def test_batchnorm_batch_statistics_keep_float64_accuracy_over_a_million_rows_far_from_zero():
+    # |mean| >> std over 2^20 rows: float32 running sums would lose the variance
+    rng = np.random.default_rng(3)
+    x = (1000.0 + 0.01 * rng.standard_normal((1 << 20, 3))).astype(np.float32)
+    mean, var = norm._bn_stats(x)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean(axis=0), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(var, x64.var(axis=0), rtol=1e-5)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_batchnorm_eval_matches_torch_and_leaves_running_stats(shape):
     x, gamma, beta, rm, rv = bn_inputs(shape)
