@@ -203,7 +203,9 @@ def _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw):
                 xp[d + left + j] = xf[s + j]
             for j in range(left + run, row):
                 xp[d + j] = zero
-    for j in range(uint64((n1 - n0) * hp) * row, uint64(xp.size)):
+    # (int64 bounds: a uint64 range whose start passes its stop wraps round instead of
+    # being empty, and image blocks may be empty with n1 < n0)
+    for j in range(max(n1 - n0, 0) * hp * wp * cin, xp.size):
         xp[j] = zero
 
 
