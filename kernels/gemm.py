@@ -18,7 +18,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from . import conv_direct
-from .parallel import get_threads, run_tasks
+from .parallel import _MIN_TASK_MACS, get_threads, run_tasks
 
 CHANNELS = conv_direct._CHANNELS  # b's columns per micro-kernel call
 WIDE = conv_direct.WIDE
@@ -93,6 +93,22 @@ def matmul(a, b, out, bias=None):
     bounds = [(blocks * t // tasks * CHANNELS, blocks * (t + 1) // tasks * CHANNELS) for t in range(tasks)]
     run_tasks(lambda t: matmul_columns(a, b, out, *bounds[t], bias, has_bias, WIDE), tasks)
     return out
+
+
+def matmuls(*products):
+    """out = a @ b for every (a, b, out) (as matmul, no bias), each product whole as one
+    task of one run_tasks when together they hold at least parallel._MIN_TASK_MACS
+    multiply-adds (a layer's dx and dW: one hand-off, the second thread takes one GEMM)."""
+    if sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b, _ in products) < _MIN_TASK_MACS:
+        for a, b, out in products:
+            matmul_columns(a, b, out, 0, b.shape[1], np.empty(0, out.dtype), False, WIDE)
+        return
+
+    def product_task(i):
+        a, b, out = products[i]
+        matmul_columns(a, b, out, 0, b.shape[1], np.empty(0, out.dtype), False, WIDE)
+
+    run_tasks(product_task, len(products))
 
 
 def _butterfly_masks(s):

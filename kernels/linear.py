@@ -2,9 +2,12 @@
 
 The forward runs on gemm's micro-kernels with the bias added in cache where out is a
 multiple of 16 (w transposed first: (128, 512) -> 256 in 0.33 ms against sgemm's 0.39 on
-w.T, which OpenBLAS packs on every call), else BLAS. With several kernel threads each BLAS
-GEMM is split into row blocks (parallel.matmul_rows), and the backward's dx and dW GEMMs
-run as tasks of one split (parallel.matmuls).
+w.T, which OpenBLAS packs on every call), else BLAS. The backward's dx = grad_y @ w and
+dW = grad_y.T @ x run on them where in is a multiple of 16 (grad_y transposed first;
+(128, 512) -> 256: 0.30 and 0.32 ms against 0.34 and 0.34), as two whole tasks
+(gemm.matmuls). With several kernel threads each BLAS GEMM is split into row blocks
+(parallel.matmul_rows), and the backward's dx and dW GEMMs run as tasks of one split
+(parallel.matmuls).
 """
 import numpy as np
 
@@ -64,8 +67,14 @@ def linear_backward(x, w, grad_y, need_dx=True, has_bias=True, need_dw=True):
     check_array("grad_y", grad_y, ndim=2)
     check_shape("grad_y", grad_y, (x.shape[0], w.shape[0]))
     check_same_dtype(x=x, grad_y=grad_y)
-    dx = np.empty_like(x) if need_dx else None
-    dw = np.empty_like(w) if need_dw else None
-    matmuls(*([(grad_y, w, dx)] if need_dx else []), *([(grad_y.T, x, dw)] if need_dw else []))
+    direct = gemm.applies(x)
+    empty = gemm.empty if direct else np.empty
+    dx = empty(x.shape, x.dtype) if need_dx else None
+    dw = empty(w.shape, x.dtype) if need_dw else None
+    if direct:
+        gemm.matmuls(*([(grad_y, w, dx)] if need_dx else []),
+                     *([(gemm.transpose(grad_y), x, dw)] if need_dw else []))
+    else:
+        matmuls(*([(grad_y, w, dx)] if need_dx else []), *([(grad_y.T, x, dw)] if need_dw else []))
     db = grad_y.sum(axis=0) if need_dw and has_bias else None
     return dx, dw, db

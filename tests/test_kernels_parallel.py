@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from bigdl_py.kernels import parallel, threads
+from bigdl_py.kernels import gemm, parallel, threads
 from bigdl_py.kernels.conv import conv2d_backward, conv2d_forward, conv2d_output_shape
 from bigdl_py.kernels.linear import linear_backward, linear_forward
 from bigdl_py.kernels.norm import batchnorm_backward, batchnorm_forward_train
@@ -134,12 +134,21 @@ def test_linear_gives_the_same_bits_on_one_and_two_threads(n, fin, fout):
     np.testing.assert_allclose(results[1][0], x.astype(np.float64) @ w.T.astype(np.float64) + b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("n, fin, fout, tasks", [(512, 256, 128, [4]), (512, 128, 64, [2]), (8, 64, 64, [])])
+# in_features not a multiple of 16: BLAS; else gemm's micro-kernels, each GEMM one task
+@pytest.mark.parametrize("n, fin, fout, tasks", [(512, 250, 128, [4]), (512, 120, 64, [2]), (8, 60, 64, []),
+                                                 (512, 256, 128, [2]), (512, 128, 64, [2]), (8, 64, 64, [])])
 def test_linear_backward_runs_dx_and_dw_as_the_tasks_of_one_split(two_threads, monkeypatch, n, fin, fout, tasks):
-    """Both GEMMs, in row blocks above 12M multiply-adds, share one hand-off; below 6M in all, none."""
+    """Both GEMMs (BLAS: in row blocks above 12M multiply-adds) share one hand-off; below 6M
+    in all, none."""
     calls = []
     run_tasks = parallel.run_tasks
-    monkeypatch.setattr(parallel, "run_tasks", lambda task, n_tasks: calls.append(n_tasks) or run_tasks(task, n_tasks))
+
+    def counted(task, n_tasks):
+        calls.append(n_tasks)
+        run_tasks(task, n_tasks)
+
+    monkeypatch.setattr(parallel, "run_tasks", counted)
+    monkeypatch.setattr(gemm, "run_tasks", counted)
     x, w, gy = np.ones((n, fin), np.float32), np.ones((fout, fin), np.float32), np.ones((n, fout), np.float32)
     dx, dw, _ = linear_backward(x, w, gy)
     assert calls == tasks
