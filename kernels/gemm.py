@@ -1,11 +1,13 @@
-"""out = a @ b on the direct convolution's micro-kernels: a 1x1 convolution whose pixels
-are the rows of a and whose (Cin, Cout) weight is b.
+"""out = a @ b by register-blocked micro-kernels in LLVM IR: the direct convolution's
+forward micro-kernel (conv_direct.py) with one tap, rows of a for pixels, b for the
+(Cin, Cout) weight, and the bias as the accumulators' start.
 
 Where b's columns come in blocks of 16 this beats OpenBLAS on the layers' shapes (Zen 4,
 one thread, float32): (128, 512) @ (512, 256) 0.29 ms against sgemm's 0.33 (b
 contiguous) and 0.38 (b = w.T, a transposed view), the LSTM's per-step (32, 128) @
 (128, 512) 37 us against 53 / 73: OpenBLAS packs both operands on every call, the
-micro-kernel reads b in place.
+micro-kernel reads b in place. Long K with few columns is the exception (dW of an LSTM
+over T*N = 1024 rows: 1.8x slower than sgemm).
 
 Every output value is one micro-kernel's sum over k in order, whichever block of rows or
 columns it falls in, so the bits depend neither on the blocks nor on the thread count.
@@ -13,15 +15,18 @@ columns it falls in, so the bits depend neither on the blocks nor on the thread 
 import math
 
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.core import cgutils
+from numba.extending import intrinsic, register_jitable
 
-from . import conv_direct
 from .parallel import _MIN_TASK_MACS, get_threads, run_tasks
 
-CHANNELS = conv_direct._CHANNELS  # b's columns per micro-kernel call
-WIDE = conv_direct.WIDE
+CHANNELS = 16  # b's columns per micro-kernel call
+# 512-bit vectors where the host has AVX-512 (read once; tests set it to run either width:
+# LLVM lowers 512-bit vectors to pairs of 256-bit ones on AVX2, slower but exact).
+WIDE = bool(llvm.get_host_cpu_features().get("avx512f", False))
 # Column blocks run as tasks above this many multiply-adds (parallel.py's GEMM split).
 _MIN_SPLIT_MACS = 12_000_000
 
@@ -31,67 +36,195 @@ def applies(b):
     return b.shape[1] % CHANNELS == 0 and b.dtype in (np.float32, np.float64)
 
 
+@register_jitable
+def _block_rows(wide, itemsize):
+    """Rows of a per micro-kernel call: 16 (float32) or 8 (float64) with 512-bit vectors,
+    filling AVX-512's registers as the direct conv's forward does, else 6 (AVX2's 16)."""
+    return (16 if itemsize == 4 else 8) if wide else 6
+
+
+def _micro_kernel(bits):
+    """The micro-kernel on `bits`-wide vectors (an intrinsic): for p < _block_rows(bits ==
+    512, itemsize), j < 16 (flat arrays, int64 offsets)
+    out[o0 + p*n + j] = bias[j0 + j] (0 unless has_bias) + sum over c < k in order of
+    a[a0 + p*k + c] * b[b0 + c*n + j].
+    The direct conv's forward micro-kernel with one tap, the bias as the accumulators'
+    start (a pass adding it after the GEMM cost 19 us of 0.33 ms at (128, 512) -> 256)."""
+    def micro_kernel(typingctx, a, a0, b, b0, out, o0, k, n, bias, j0, has_bias):
+        return _micro_codegen(bits, a, b, out, bias)
+    micro_kernel.__name__ = f"gemm_micro_kernel_{bits}"
+    return intrinsic(micro_kernel)
+
+
+def _micro_codegen(bits, a, b, out, bias):
+    dtype = a.dtype
+    if dtype not in (types.float32, types.float64) or any(t.dtype != dtype for t in (b, out, bias)):
+        return None
+    rows = _block_rows(bits == 512, dtype.bitwidth // 8)
+    i64 = types.int64
+    sig = types.void(a, i64, b, i64, out, i64, i64, i64, bias, i64, types.boolean)
+
+    def codegen(context, builder, signature, args):
+        aa, ao, ba, bo, oa, oo, k_, n_, bias_a, jo, has_bias_ = args
+        a_ptr, b_ptr, o_ptr, bias_ptr = (context.make_array(signature.args[i])(context, builder, arr).data
+                                         for i, arr in ((0, aa), (2, ba), (4, oa), (8, bias_a)))
+        scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
+        lanes = bits // dtype.bitwidth
+        vec = ir.VectorType(scalar, lanes)
+        align = dtype.bitwidth // 8
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}f{dtype.bitwidth}")
+        zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        n_vec = CHANNELS // lanes
+        lane_offsets = [ir.Constant(ir.IntType(64), v * lanes) for v in range(n_vec)]
+
+        def vector_at(ptr, at):
+            return builder.bitcast(builder.gep(ptr, [at]), vec.as_pointer())
+
+        acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * lanes)) for _ in range(n_vec)]
+               for _ in range(rows)]
+        with builder.if_then(has_bias_):
+            for v in range(n_vec):
+                start = builder.load(vector_at(bias_ptr, builder.add(jo, lane_offsets[v])), align=align)
+                for p in range(rows):
+                    builder.store(start, acc[p][v])
+        with cgutils.for_range(builder, k_) as loop_c:
+            c = loop_c.index
+            b_row = builder.add(bo, builder.mul(c, n_))
+            b_vectors = [builder.load(vector_at(b_ptr, builder.add(b_row, lane_offsets[v])), align=align)
+                         for v in range(n_vec)]
+            for p in range(rows):
+                at = builder.add(builder.add(ao, builder.mul(ir.Constant(ir.IntType(64), p), k_)), c)
+                lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), builder.load(builder.gep(a_ptr, [at])),
+                                               ir.Constant(ir.IntType(32), 0))
+                broadcast = builder.shuffle_vector(lane0, ir.Constant(vec, ir.Undefined), zero_mask)
+                for v in range(n_vec):
+                    builder.store(builder.call(fma, [broadcast, b_vectors[v], builder.load(acc[p][v])]), acc[p][v])
+        for p in range(rows):
+            row = builder.add(oo, builder.mul(ir.Constant(ir.IntType(64), p), n_))
+            for v in range(n_vec):
+                builder.store(builder.load(acc[p][v]), vector_at(o_ptr, builder.add(row, lane_offsets[v])), align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_narrow_micro_kernel = _micro_kernel(256)
+_wide_micro_kernel = _micro_kernel(512)
+
+
 @njit(cache=True, nogil=True)
-def _micro(af, a0, bf, b0, of, o0, k, n, wide):
+def _micro(af, a0, bf, b0, of, o0, k, n, bias, j0, has_bias, wide):
     if wide:
-        conv_direct._wide_micro_kernel(af, a0, bf, b0, of, o0, k, n, 0, 1, 1)
+        _wide_micro_kernel(af, a0, bf, b0, of, o0, k, n, bias, j0, has_bias)
     else:
-        conv_direct._micro_kernel(af, a0, bf, b0, of, o0, k, n, 0, 1, 1)
+        _narrow_micro_kernel(af, a0, bf, b0, of, o0, k, n, bias, j0, has_bias)
 
 
 @njit(cache=True, nogil=True)
-def _add_bias(of, row0, rows, n, co, bias):
-    """Adds bias[co:co + 16] to `rows` rows of the 16 columns from co (row length n), just
-    written by the micro-kernel and still in L1."""
-    for r in range(row0, row0 + rows):
-        for j in range(co, co + CHANNELS):
-            of[r * n + j] += bias[j]
+def _row_blocks(a, b, out, co, bias, has_bias, wide):
+    """out[:m - m % rows, co:co + 16] = a @ b[:, co:co + 16] (+ bias), one micro-kernel call
+    per block of rows."""
+    m, k = a.shape
+    n = b.shape[1]
+    pixels = _block_rows(wide, a.itemsize)
+    af, bf, of = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    for p0 in range(0, m - m % pixels, pixels):
+        _micro(af, p0 * k, bf, co, of, p0 * n + co, k, n, bias, co, has_bias, wide)
+
+
+@njit(cache=True, nogil=True)
+def _last_rows(a, b, out, c0, c1, bias, has_bias, wide):
+    """The rows past the last full block (m % pixels of them) of out[:, c0:c1], through a
+    zero-padded copy: the micro-kernel reads and writes a whole block."""
+    m, k = a.shape
+    n = b.shape[1]
+    pixels = _block_rows(wide, a.itemsize)
+    full = m - m % pixels
+    if full == m:
+        return
+    rest = m - full
+    af, bf, of = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    tail_a = np.zeros(pixels * k, a.dtype)
+    tail_a[: rest * k] = af[full * k :]
+    tail_out = np.empty(pixels * n, a.dtype)
+    for co in range(c0, c1, CHANNELS):
+        _micro(tail_a, 0, bf, co, tail_out, co, k, n, bias, co, has_bias, wide)
+    for r in range(rest):
+        for j in range(c0, c1):
+            of[(full + r) * n + j] = tail_out[r * n + j]
 
 
 @njit(cache=True, nogil=True)
 def matmul_columns(a, b, out, c0, c1, bias, has_bias, wide):
-    """out[:, c0:c1] = a @ b[:, c0:c1] (+ bias[c0:c1] if has_bias; c0, c1 multiples of
-    16): full blocks of rows in place, the last rows through a zero-padded copy (the
-    micro-kernel reads and writes a whole block)."""
-    m, k = a.shape
-    n = b.shape[1]
-    pixels = conv_direct._block_pixels(wide, a.itemsize)
-    af, bf, of = a.reshape(-1), b.reshape(-1), out.reshape(-1)
-    full = m - m % pixels
+    """out[:, c0:c1] = a @ b[:, c0:c1] (+ bias[c0:c1] if has_bias; c0, c1 multiples of 16)."""
     for co in range(c0, c1, CHANNELS):
-        for p0 in range(0, full, pixels):
-            _micro(af, p0 * k, bf, co, of, p0 * n + co, k, n, wide)
-            if has_bias:
-                _add_bias(of, p0, pixels, n, co, bias)
-    if full < m:
-        rest = m - full
-        tail_a = np.zeros(pixels * k, a.dtype)
-        tail_a[: rest * k] = af[full * k :]
-        tail_out = np.empty(pixels * n, a.dtype)
-        for co in range(c0, c1, CHANNELS):
-            _micro(tail_a, 0, bf, co, tail_out, co, k, n, wide)
-            if has_bias:
-                _add_bias(tail_out, 0, rest, n, co, bias)
-        for r in range(rest):
-            for j in range(c0, c1):
-                of[(full + r) * n + j] = tail_out[r * n + j]
+        _row_blocks(a, b, out, co, bias, has_bias, wide)
+    _last_rows(a, b, out, c0, c1, bias, has_bias, wide)
+
+
+@njit(cache=True, nogil=True)
+def _transpose_panel(w, w_t, co):
+    """w_t[:, co:co + 16] = w[co:co + 16].T for float32 w (N, K): K // 16 in-register
+    tiles, the last K % 16 rows of w_t by a loop."""
+    n, k = w.shape
+    wf, tf = w.reshape(-1), w_t.reshape(-1)
+    k16 = k - k % 16
+    for k0 in range(0, k16, 16):
+        _transpose_tile(wf, co * k + k0, k, tf, k0 * n + co, n)
+    for kk in range(k16, k):
+        for j in range(CHANNELS):
+            w_t[kk, co + j] = w[co + j, kk]
+
+
+@njit(cache=True, nogil=True)
+def matmul_t_columns(a, w, w_t, out, c0, c1, bias, has_bias, wide):
+    """out[:, c0:c1] = a @ w[c0:c1].T (+ bias) for float32 w (N, K), each 16-column panel of
+    w.T transposed into w_t just before the micro-kernel reads it (from L1)."""
+    for co in range(c0, c1, CHANNELS):
+        _transpose_panel(w, w_t, co)
+        _row_blocks(a, w_t, out, co, bias, has_bias, wide)
+    _last_rows(a, w_t, out, c0, c1, bias, has_bias, wide)
+
+
+def _column_tasks(m, k, n):
+    """[(c0, c1)]: out's columns in one block, or above _MIN_SPLIT_MACS multiply-adds one
+    block of whole 16-column panels per thread."""
+    blocks = n // CHANNELS
+    tasks = min(get_threads(), blocks) if m * k * n >= _MIN_SPLIT_MACS else 1
+    return [(blocks * t // tasks * CHANNELS, blocks * (t + 1) // tasks * CHANNELS) for t in range(tasks)]
+
+
+def _run_columns(kernel, bounds):
+    """kernel(c0, c1) for every column block, as tasks when there are several."""
+    if len(bounds) == 1:
+        kernel(*bounds[0])
+    else:
+        run_tasks(lambda t: kernel(*bounds[t]), len(bounds))
 
 
 def matmul(a, b, out, bias=None):
     """out = a @ b (+ bias, broadcast over rows) for C-contiguous a (M, K), b (K, N), out
     (M, N) and bias (N,) of one float dtype, N a multiple of 16 (see applies). Column
     blocks run as tasks on get_threads() threads above _MIN_SPLIT_MACS multiply-adds."""
-    m, k = a.shape
-    n = b.shape[1]
-    blocks = n // CHANNELS
-    tasks = min(get_threads(), blocks) if m * k * n >= _MIN_SPLIT_MACS else 1
     has_bias = bias is not None
     bias = bias if has_bias else np.empty(0, out.dtype)  # never read
-    if tasks == 1:
-        matmul_columns(a, b, out, 0, n, bias, has_bias, WIDE)
-        return out
-    bounds = [(blocks * t // tasks * CHANNELS, blocks * (t + 1) // tasks * CHANNELS) for t in range(tasks)]
-    run_tasks(lambda t: matmul_columns(a, b, out, *bounds[t], bias, has_bias, WIDE), tasks)
+    _run_columns(lambda c0, c1: matmul_columns(a, b, out, c0, c1, bias, has_bias, WIDE),
+                 _column_tasks(a.shape[0], a.shape[1], b.shape[1]))
+    return out
+
+
+def matmul_t(a, w, out, bias=None):
+    """out = a @ w.T (+ bias) as matmul(a, transpose(w), out, bias), w (N, K) C-contiguous;
+    for float32 each task transposes its own panels of w just before using them (the
+    transposed panel is read from L1, and two threads share the transposition)."""
+    if w.dtype != np.float32:
+        return matmul(a, transpose(w), out, bias)
+    has_bias = bias is not None
+    bias = bias if has_bias else np.empty(0, out.dtype)  # never read
+    w_t = empty((w.shape[1], w.shape[0]), w.dtype)
+    _run_columns(lambda c0, c1: matmul_t_columns(a, w, w_t, out, c0, c1, bias, has_bias, WIDE),
+                 _column_tasks(a.shape[0], a.shape[1], w.shape[0]))
     return out
 
 
