@@ -255,7 +255,7 @@ def _direct_weight_grad(x, grad_y, dw, geo):
     def image_block_task(t):
         n0, n1 = images[t].start, images[t].stop
         xp = _workspace("direct_x", conv_direct.grad_padded_rows(n1 - n0, hp, wp, geo.kw) * geo.cin, x.dtype)
-        conv_direct.weight_grad_images(x, grad_y, dw.shape, n0, n1, *geo.padding, xp, partials[t],
+        conv_direct.weight_grad_images(x, grad_y, dw.shape, n0, n1, *geo.stride, *geo.padding, xp, partials[t],
                                        conv_direct.WIDE)
 
     run_tasks(image_block_task, len(images))
@@ -305,7 +305,7 @@ def _direct_conv(x, w, y, geo, bias, has_bias, relu, cap):
         n0, n1 = t * images, min(geo.n, (t + 1) * images)
         xp = _workspace("direct_x", conv_direct.padded_rows(n1 - n0, hp, wp, geo.kw) * geo.cin, x.dtype)
         yp = _workspace("direct_y", conv_direct.output_rows(n1 - n0, geo.oh, wp) * geo.cout, x.dtype)
-        conv_direct.forward_images(x, w, y, n0, n1, *geo.padding, xp, yp, bias, has_bias, relu, cap,
+        conv_direct.forward_images(x, w, y, n0, n1, *geo.stride, *geo.padding, xp, yp, bias, has_bias, relu, cap,
                                    conv_direct.WIDE)
 
     run_tasks(image_block_task, -(-geo.n // images))

@@ -72,15 +72,18 @@ def row_blocks_apply(ow, itemsize, wide):
 
 
 def applies(geo, dtype):
-    """Whether conv.py's geometry is one this kernel computes (and pays for): stride 1, no
-    dilation, one group, output channels a multiple of 16, float32/64, weights fitting
-    L1, or L2-sized weights where the forward runs in row blocks."""
+    """Whether conv.py's geometry is one this kernel computes (and pays for): no dilation,
+    one group, output channels a multiple of 16, float32/64; stride 1 with weights
+    fitting L1, or where the forward runs in row blocks L2-sized weights and any stride
+    (but 1 x 1 kernels only at stride 1: a strided 1 x 1 conv reads a quarter of the
+    padded copy, and im2col's gather ran its forward in 0.7-0.8 of the time)."""
     itemsize = np.dtype(dtype).itemsize
-    weight_limit = _ROW_WEIGHT_BYTES if row_blocks_apply(geo.ow, itemsize, WIDE) else _L1_WEIGHT_BYTES
+    rows = row_blocks_apply(geo.ow, itemsize, WIDE)
     return (
-        geo.stride == (1, 1) and geo.dilation == (1, 1) and geo.groups == 1 and geo.cout % _CHANNELS == 0
+        (geo.stride == (1, 1) or rows and (geo.kh, geo.kw) != (1, 1))
+        and geo.dilation == (1, 1) and geo.groups == 1 and geo.cout % _CHANNELS == 0
         and np.dtype(dtype) in (np.float32, np.float64)
-        and _weight_bytes(geo.kh, geo.kw, geo.cin, itemsize) <= weight_limit
+        and _weight_bytes(geo.kh, geo.kw, geo.cin, itemsize) <= (_ROW_WEIGHT_BYTES if rows else _L1_WEIGHT_BYTES)
     )
 
 
@@ -119,28 +122,36 @@ def _block_pixels(wide, itemsize):
     return (_WIDE_PIXELS if itemsize == 4 else _WIDE_PIXELS // 2) if wide else _PIXELS
 
 
-def _forward_micro_kernel(bits, halved=False):
+def _forward_micro_kernel(bits, halved=False, strided=False):
     """The forward micro-kernel on `bits`-wide vectors (an intrinsic):
     out[o0 + p*cout + j] = sum over i < kh, k < kw, c < cin of
-    xp[x0 + i*row_stride + (k + p)*cin + c] * wf[w0 + ((i*kw + k)*cin + c)*cout + j]
+    xp[x0 + i*row_stride + k*cin + p*pixel_stride + c] * wf[w0 + ((i*kw + k)*cin + c)*cout + j]
     for p < _block_pixels(bits == 512, itemsize) (half as many if `halved`), j < 16
-    (flat arrays, int64 offsets)."""
-    def micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh, kw):
-        return _forward_codegen(bits, halved, xp, wf, out)
-    micro_kernel.__name__ = f"micro_kernel_{bits}{'_halved' if halved else ''}"
+    (flat arrays, int64 offsets). pixel_stride is an argument (before row_stride) if
+    `strided`, else cin (consecutive pixels)."""
+    if strided:
+        def micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, pixel_stride, row_stride, kh, kw):
+            return _forward_codegen(bits, halved, True, xp, wf, out)
+    else:
+        def micro_kernel(typingctx, xp, x0, wf, w0, out, o0, cin, cout, row_stride, kh, kw):
+            return _forward_codegen(bits, halved, False, xp, wf, out)
+    micro_kernel.__name__ = f"micro_kernel_{bits}{'_halved' if halved else ''}{'_strided' if strided else ''}"
     return intrinsic(micro_kernel)
 
 
-def _forward_codegen(bits, halved, xp, wf, out):
+def _forward_codegen(bits, halved, strided, xp, wf, out):
     dtype = xp.dtype
     if dtype not in (types.float32, types.float64) or wf.dtype != dtype or out.dtype != dtype:
         return None
     pixels = _block_pixels(bits == 512, dtype.bitwidth // 8) // (2 if halved else 1)
-    sig = types.void(xp, types.int64, wf, types.int64, out, types.int64, types.int64, types.int64,
-                     types.int64, types.int64, types.int64)
+    sig = types.void(xp, types.int64, wf, types.int64, out, *[types.int64] * (7 if strided else 6))
 
     def codegen(context, builder, signature, args):
-        xa, xo, wa, wo, oa, oo, cin_, cout_, stride_, kh_, kw_ = args
+        if strided:
+            xa, xo, wa, wo, oa, oo, cin_, cout_, pixel_stride_, stride_, kh_, kw_ = args
+        else:
+            xa, xo, wa, wo, oa, oo, cin_, cout_, stride_, kh_, kw_ = args
+            pixel_stride_ = cin_
         x_ptr = context.make_array(signature.args[0])(context, builder, xa).data
         w_ptr = context.make_array(signature.args[2])(context, builder, wa).data
         o_ptr = context.make_array(signature.args[4])(context, builder, oa).data
@@ -160,7 +171,7 @@ def _forward_codegen(bits, halved, xp, wf, out):
                         for v in range(n_vec)
                     ]
                     for p in range(pixels):
-                        at = builder.add(builder.add(x_tap, builder.mul(ir.Constant(i64, p), cin_)), c)
+                        at = builder.add(builder.add(x_tap, builder.mul(ir.Constant(i64, p), pixel_stride_)), c)
                         value = builder.load(builder.gep(x_ptr, [at]))
                         lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
                         broadcast = builder.shuffle_vector(lane0, ir.Constant(vec, ir.Undefined), zero_mask)
@@ -178,7 +189,9 @@ def _forward_codegen(bits, halved, xp, wf, out):
 
 _micro_kernel = _forward_micro_kernel(256)
 _wide_micro_kernel = _forward_micro_kernel(512)
-_wide_half_micro_kernel = _forward_micro_kernel(512, halved=True)
+# the row blocks' kernels (_row_blocks): any pixel stride
+_wide_row_kernel = _forward_micro_kernel(512, strided=True)
+_wide_half_row_kernel = _forward_micro_kernel(512, halved=True, strided=True)
 
 
 @njit(cache=True, nogil=True)
@@ -210,10 +223,11 @@ def _pad_images(xf, xp, n0, n1, h_, w_, cin, ph, pw):
 
 
 @njit(cache=True, nogil=True)
-def _row_blocks(xp, wf, yf, y0, images, oh_, ow_, hp, wp, cin, cout, kh_, kw_, pixels):
+def _row_blocks(xp, wf, yf, y0, images, oh_, ow_, hp, wp, sh, sw, cin, cout, kh_, kw_, pixels):
     """The 512-bit forward over blocks that stay inside each output row (OW a multiple of
     pixels / 2), written straight into y (output pixel (n, r, q) of the block's images at
-    y0 + ((n*OH + r)*OW + q)*Cout): the Wp - OW padding positions past each row, a fifth
+    y0 + ((n*OH + r)*OW + q)*Cout, its taps from padded-input pixel (r*sh, q*sw) on,
+    so any stride): the Wp - OW padding positions past each row, a fifth
     of the work on 8 x 8 images, are not computed, and no copy-out pass follows. Blocks of
     `pixels` where OW allows, else the halved kernel's; each output value is the same sum
     in the same order as in span blocks."""
@@ -221,13 +235,13 @@ def _row_blocks(xp, wf, yf, y0, images, oh_, ow_, hp, wp, cin, cout, kh_, kw_, p
     for n in range(images):
         for r in range(oh_):
             for q in range(0, ow_, step):
-                x0 = (n * hp * wp + r * wp + q) * cin
+                x0 = (n * hp * wp + r * sh * wp + q * sw) * cin
                 o0 = y0 + ((n * oh_ + r) * ow_ + q) * cout
                 for co in range(0, cout, _CHANNELS):
                     if step == pixels:
-                        _wide_micro_kernel(xp, x0, wf, co, yf, o0 + co, cin, cout, wp * cin, kh_, kw_)
+                        _wide_row_kernel(xp, x0, wf, co, yf, o0 + co, cin, cout, sw * cin, wp * cin, kh_, kw_)
                     else:
-                        _wide_half_micro_kernel(xp, x0, wf, co, yf, o0 + co, cin, cout, wp * cin, kh_, kw_)
+                        _wide_half_row_kernel(xp, x0, wf, co, yf, o0 + co, cin, cout, sw * cin, wp * cin, kh_, kw_)
 
 
 @njit(cache=True, nogil=True)
@@ -245,12 +259,12 @@ def _bias_relu_in_place(yf, start, stop, b, has_bias, relu, cap, cout):
 
 
 @njit(cache=True, nogil=True)
-def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap, wide):
-    """y[n0:n1] = conv(x[n0:n1], w) (stride 1, zero padding ph, pw) (+ b, ReLU capped at
+def forward_images(x, w, y, n0, n1, sh, sw, ph, pw, xp, yp, b, has_bias, relu, cap, wide):
+    """y[n0:n1] = conv(x[n0:n1], w) (stride sh, sw, zero padding ph, pw) (+ b, ReLU capped at
     cap), with xp and yp as the padded-input and output workspaces (flat, at least
     padded_rows(n1 - n0, ...) * Cin and output_rows(n1 - n0, ...) * Cout values; yp is
     not used where row blocks apply), by the 512-bit micro-kernel if `wide` (pass WIDE),
-    else the 256-bit one."""
+    else the 256-bit one. A stride other than 1 only where row blocks apply."""
     h_, w_, cin = x.shape[1], x.shape[2], x.shape[3]
     kh_, kw_, cout = w.shape[0], w.shape[1], w.shape[3]
     oh_, ow_ = y.shape[1], y.shape[2]
@@ -262,7 +276,7 @@ def forward_images(x, w, y, n0, n1, ph, pw, xp, yp, b, has_bias, relu, cap, wide
     pixels = _block_pixels(wide, xp.itemsize)
     if row_blocks_apply(ow_, xp.itemsize, wide):
         y0, y1 = n0 * oh_ * ow_ * cout, n1 * oh_ * ow_ * cout
-        _row_blocks(xp, wf, yf, y0, n1 - n0, oh_, ow_, hp, wp, cin, cout, kh_, kw_, pixels)
+        _row_blocks(xp, wf, yf, y0, n1 - n0, oh_, ow_, hp, wp, sh, sw, cin, cout, kh_, kw_, pixels)
         if has_bias or relu:
             _bias_relu_in_place(yf, y0, y1, b, has_bias, relu, cap, cout)
         return
@@ -307,12 +321,12 @@ def _grad_block_channels(wide, itemsize):
 def _weight_grad_micro_kernel(bits):
     """The weight-gradient micro-kernel on `bits`-wide vectors (an intrinsic):
     dw[d0 + c*cout + j] += sum over r < rows, q < row_len of
-    xp[x0 + (r*x_stride + q)*cin + c] * gf[g0 + (r*g_stride + q)*cout + j]
+    xp[x0 + r*x_row + q*x_pixel + c] * gf[g0 + (r*g_stride + q)*cout + j]
     for c < channels (at most _grad_block_channels(bits == 512, itemsize)), j < 16 (flat
-    arrays, int64 offsets): row_len pixels of each of `rows` rows, whose strides differ
-    in the padded input and in grad_y. Each dw value is summed over the pixels in order
-    at either width."""
-    def grad_micro_kernel(typingctx, xp, x0, gf, g0, rows, row_len, x_stride, g_stride, cin, cout, channels, dw,
+    arrays, int64 offsets): row_len pixels of each of `rows` rows, whose strides (in
+    values) differ in the padded input (a strided conv's pixels are x_pixel apart) and
+    in grad_y. Each dw value is summed over the pixels in order at either width."""
+    def grad_micro_kernel(typingctx, xp, x0, gf, g0, rows, row_len, x_row, x_pixel, g_stride, cout, channels, dw,
                           d0):
         return _weight_grad_codegen(bits, xp, gf, dw)
     grad_micro_kernel.__name__ = f"grad_micro_kernel_{bits}"
@@ -328,7 +342,7 @@ def _weight_grad_codegen(bits, xp, gf, dw):
                      types.int64, types.int64, types.int64, dw, types.int64)
 
     def codegen(context, builder, signature, args):
-        xa, xo, ga, go, rows_, row_len_, x_stride_, g_stride_, cin_, cout_, channels_, da, do = args
+        xa, xo, ga, go, rows_, row_len_, x_row_, x_pixel_, g_stride_, cout_, channels_, da, do = args
         x_ptr = context.make_array(signature.args[0])(context, builder, xa).data
         g_ptr = context.make_array(signature.args[2])(context, builder, ga).data
         d_ptr = context.make_array(signature.args[11])(context, builder, da).data
@@ -343,7 +357,7 @@ def _weight_grad_codegen(bits, xp, gf, dw):
                                              vec.as_pointer()), align=align)
                 for v in range(n_vec)
             ]
-            x_row = builder.add(xo, builder.mul(builder.add(builder.mul(r, x_stride_), q), cin_))
+            x_row = builder.add(xo, builder.add(builder.mul(r, x_row_), builder.mul(q, x_pixel_)))
             for c in range(block):  # channels past `channels` read the buffer's next values, never stored
                 value = builder.load(builder.gep(x_ptr, [builder.add(x_row, ir.Constant(i64, c))]))
                 lane0 = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
@@ -372,13 +386,13 @@ def grad_padded_rows(n_images, hp, wp, kw):
 
 
 @njit(cache=True, nogil=True)
-def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, dw, wide, chunk_bytes=_GRAD_CHUNK_BYTES):
+def weight_grad_images(x, grad_y, dw_shape, n0, n1, sh, sw, ph, pw, xp, dw, wide, chunk_bytes=_GRAD_CHUNK_BYTES):
     """dw (flat, KH*KW*Cin*Cout, zeroed by the caller) = the weight gradient of the
-    stride-1 conv over images n0..n1 (by the 512-bit micro-kernel if `wide`, the same bits),
-    with xp (grad_padded_rows(...) * Cin values) as the padded-input workspace: output
-    pixel (r, q) of grad_y and padded-input pixel (r + i, q + k) are an output pixel and
-    the input pixel under its tap (i, k). The micro-kernel reads grad_y in place, over
-    chunks of whole output rows."""
+    conv of stride (sh, sw) over images n0..n1 (by the 512-bit micro-kernel if `wide`, the
+    same bits), with xp (grad_padded_rows(...) * Cin values) as the padded-input
+    workspace: output pixel (r, q) of grad_y and padded-input pixel (r*sh + i, q*sw + k)
+    are an output pixel and the input pixel under its tap (i, k). The micro-kernel reads
+    grad_y in place, over chunks of whole output rows."""
     h_, w_, cin = x.shape[1], x.shape[2], x.shape[3]
     kh_, kw_, cout = dw_shape[0], dw_shape[1], dw_shape[3]
     oh_, ow_ = grad_y.shape[1], grad_y.shape[2]
@@ -399,14 +413,14 @@ def weight_grad_images(x, grad_y, dw_shape, n0, n1, ph, pw, xp, dw, wide, chunk_
             rows = min(chunk_rows, oh_ - r0)
             g0 = ((n0 + n) * oh_ + r0) * ow_ * cout
             for i in range(kh_):
-                x0 = (n * hp * wp + (r0 + i) * wp) * cin
+                x0 = (n * hp * wp + r0 * sh * wp + i * wp) * cin
                 for c0 in range(0, row_values, block):
                     channels = min(block, row_values - c0)
                     d0 = (i * row_values + c0) * cout
                     for co in range(0, cout, _CHANNELS):
                         if wide:
-                            _wide_grad_micro_kernel(xp, x0 + c0, gf, g0 + co, rows, ow_, wp, ow_, cin, cout,
-                                                    channels, dw, d0 + co)
+                            _wide_grad_micro_kernel(xp, x0 + c0, gf, g0 + co, rows, ow_, sh * wp * cin, sw * cin,
+                                                    ow_, cout, channels, dw, d0 + co)
                         else:
-                            _grad_micro_kernel(xp, x0 + c0, gf, g0 + co, rows, ow_, wp, ow_, cin, cout,
-                                               channels, dw, d0 + co)
+                            _grad_micro_kernel(xp, x0 + c0, gf, g0 + co, rows, ow_, sh * wp * cin, sw * cin, ow_,
+                                               cout, channels, dw, d0 + co)

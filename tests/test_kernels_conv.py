@@ -41,6 +41,9 @@ CASES = {
     "direct_rows_of_16": ((2, 4, 16, 4), (3, 3), 16, 1, 1, 1, 1),
     "direct_rows_of_8_64_in": ((2, 5, 8, 64), (3, 3), 16, 1, 1, 1, 1),
     "direct_rows_of_4": ((1, 3, 4, 8), (3, 3), 32, 1, 1, 1, 1),
+    # strided row blocks (ResNet's stage-opening convs): rows of 8
+    "direct_rows_stride_2": ((2, 9, 16, 8), (3, 3), 16, 2, 1, 1, 1),
+    "direct_rows_5x3_stride_2x3": ((2, 9, 24, 8), (5, 3), 16, (2, 3), (2, 1), 1, 1),
 }
 
 
@@ -70,7 +73,9 @@ def test_direct_conv_only_where_it_pays(wide, monkeypatch):
     assert not direct((1, 12, 12, 64), (3, 3, 64, 64))  # rows of 12 fit no block
     assert not direct((1, 8, 8, 256), (3, 3, 256, 64))  # 144 KB
     assert not direct((1, 8, 8, 16), (3, 3, 16, 24))  # Cout not a multiple of 16
-    assert not direct((1, 8, 8, 16), (3, 3, 16, 16), stride=2)
+    assert not direct((1, 8, 8, 16), (3, 3, 16, 16), stride=2)  # rows of 4 fit no block
+    assert direct((1, 16, 16, 16), (3, 3, 16, 32), stride=2) == wide  # rows of 8: row blocks, any stride
+    assert not direct((1, 16, 16, 16), (1, 1, 16, 32), stride=2, padding=0)  # but not a strided 1x1
     assert not direct((1, 8, 8, 16), (3, 3, 16, 16), dilation=2)
     assert not direct((1, 8, 8, 16), (3, 3, 8, 16), groups=2)
 
@@ -123,7 +128,7 @@ def close(a, b):
 @pytest.mark.parametrize("wide", [False, True], ids=["256_bit", "512_bit"])
 @pytest.mark.parametrize("name", ["direct_3x3_16_out", "direct_5x3_pad_2x0_two_channel_blocks",
                                   "direct_same_16_in_16_out", "direct_rows_of_16", "direct_rows_of_8_64_in",
-                                  "direct_rows_of_4"])
+                                  "direct_rows_of_4", "direct_rows_stride_2", "direct_rows_5x3_stride_2x3"])
 def test_direct_kernels_match_torch_at_either_vector_width(name, wide, dtype, monkeypatch):
     # the host picks one width (conv_direct.WIDE); LLVM lowers both anywhere, so both are checked
     x, w, b, kw = make(CASES[name], dtype)
