@@ -105,6 +105,22 @@ def test_batchnorm_with_fused_relu_matches_torch_batchnorm_then_relu(training):
         np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7, 16), (2, 9, 11, 3), (2, 3, 5, 200)])
+def test_batchnorm_backward_over_lines_of_rows_and_a_remainder_matches_torch_and_masks_nans(shape):
+    # the kernels read rows in lines of k = 128 // C rows (one row of 200 channels), then
+    # the remaining rows; NaN gradients where the fused ReLU is off give 0, as in torch
+    x, gamma, beta, _, _ = bn_inputs(shape, seed=4, dtype=np.float64)
+    y, mean, invstd = norm.batchnorm_forward_train(x, gamma, beta, None, None, relu=True)
+    grad_y = projection(shape, seed=5)
+    grad_y[y == 0] = np.nan
+    dx, dgamma, dbeta = norm.batchnorm_backward(x, gamma, grad_y, mean, invstd, y=y)
+    ts = [torch.tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+    yt = channels_last(F.relu(F.batch_norm(channels_first(ts[0]), None, None, ts[1], ts[2], True)))
+    yt.backward(torch.tensor(grad_y))
+    for ours, theirs in zip((dx, dgamma, dbeta), ts):
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
 def test_batchnorm_fused_relu_backward_matches_finite_differences():
     x, gamma, beta, _, _ = bn_inputs((2, 3, 2, 3), seed=2, dtype=np.float64)
     r = projection(x.shape)
