@@ -46,11 +46,11 @@ def _block_rows(wide, itemsize):
 def _micro_kernel(bits):
     """The micro-kernel on `bits`-wide vectors (an intrinsic): for p < _block_rows(bits ==
     512, itemsize), j < 16 (flat arrays, int64 offsets)
-    out[o0 + p*n + j] = bias[j0 + j] (0 unless has_bias) + sum over c < k in order of
+    out[o0 + p*ldo + j] = bias[j0 + j] (0 unless has_bias) + sum over c < k in order of
     a[a0 + p*k + c] * b[b0 + c*n + j].
     The direct conv's forward micro-kernel with one tap, the bias as the accumulators'
     start (a pass adding it after the GEMM cost 19 us of 0.33 ms at (128, 512) -> 256)."""
-    def micro_kernel(typingctx, a, a0, b, b0, out, o0, k, n, bias, j0, has_bias):
+    def micro_kernel(typingctx, a, a0, b, b0, out, o0, k, n, ldo, bias, j0, has_bias):
         return _micro_codegen(bits, a, b, out, bias)
     micro_kernel.__name__ = f"gemm_micro_kernel_{bits}"
     return intrinsic(micro_kernel)
@@ -62,12 +62,12 @@ def _micro_codegen(bits, a, b, out, bias):
         return None
     rows = _block_rows(bits == 512, dtype.bitwidth // 8)
     i64 = types.int64
-    sig = types.void(a, i64, b, i64, out, i64, i64, i64, bias, i64, types.boolean)
+    sig = types.void(a, i64, b, i64, out, i64, i64, i64, i64, bias, i64, types.boolean)
 
     def codegen(context, builder, signature, args):
-        aa, ao, ba, bo, oa, oo, k_, n_, bias_a, jo, has_bias_ = args
+        aa, ao, ba, bo, oa, oo, k_, n_, ldo_, bias_a, jo, has_bias_ = args
         a_ptr, b_ptr, o_ptr, bias_ptr = (context.make_array(signature.args[i])(context, builder, arr).data
-                                         for i, arr in ((0, aa), (2, ba), (4, oa), (8, bias_a)))
+                                         for i, arr in ((0, aa), (2, ba), (4, oa), (9, bias_a)))
         scalar = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
         lanes = bits // dtype.bitwidth
         vec = ir.VectorType(scalar, lanes)
@@ -101,7 +101,7 @@ def _micro_codegen(bits, a, b, out, bias):
                 for v in range(n_vec):
                     builder.store(builder.call(fma, [broadcast, b_vectors[v], builder.load(acc[p][v])]), acc[p][v])
         for p in range(rows):
-            row = builder.add(oo, builder.mul(ir.Constant(ir.IntType(64), p), n_))
+            row = builder.add(oo, builder.mul(ir.Constant(ir.IntType(64), p), ldo_))
             for v in range(n_vec):
                 builder.store(builder.load(acc[p][v]), vector_at(o_ptr, builder.add(row, lane_offsets[v])), align=align)
         return context.get_dummy_value()
@@ -114,29 +114,30 @@ _wide_micro_kernel = _micro_kernel(512)
 
 
 @njit(cache=True, nogil=True)
-def _micro(af, a0, bf, b0, of, o0, k, n, bias, j0, has_bias, wide):
+def _micro(af, a0, bf, b0, of, o0, k, n, ldo, bias, j0, has_bias, wide):
     if wide:
-        _wide_micro_kernel(af, a0, bf, b0, of, o0, k, n, bias, j0, has_bias)
+        _wide_micro_kernel(af, a0, bf, b0, of, o0, k, n, ldo, bias, j0, has_bias)
     else:
-        _narrow_micro_kernel(af, a0, bf, b0, of, o0, k, n, bias, j0, has_bias)
+        _narrow_micro_kernel(af, a0, bf, b0, of, o0, k, n, ldo, bias, j0, has_bias)
 
 
 @njit(cache=True, nogil=True)
-def _row_blocks(a, b, out, co, bias, has_bias, wide):
-    """out[:m - m % rows, co:co + 16] = a @ b[:, co:co + 16] (+ bias), one micro-kernel call
-    per block of rows."""
+def _row_blocks(a, b, co, out, oc, bias, has_bias, wide):
+    """out[:m - m % rows, oc:oc + 16] = a @ b[:, co:co + 16] (+ bias[co:co + 16]), one
+    micro-kernel call per full block of rows."""
     m, k = a.shape
-    n = b.shape[1]
+    n, ldo = b.shape[1], out.shape[1]
     pixels = _block_rows(wide, a.itemsize)
     af, bf, of = a.reshape(-1), b.reshape(-1), out.reshape(-1)
     for p0 in range(0, m - m % pixels, pixels):
-        _micro(af, p0 * k, bf, co, of, p0 * n + co, k, n, bias, co, has_bias, wide)
+        _micro(af, p0 * k, bf, co, of, p0 * ldo + oc, k, n, ldo, bias, co, has_bias, wide)
 
 
 @njit(cache=True, nogil=True)
-def _last_rows(a, b, out, c0, c1, bias, has_bias, wide):
-    """The rows past the last full block (m % pixels of them) of out[:, c0:c1], through a
-    zero-padded copy: the micro-kernel reads and writes a whole block."""
+def _last_rows(a, b, c0, c1, out, oc0, bias, has_bias, wide):
+    """The rows past the last full block (m % rows of them) of out[:, oc0:] = a @ b[:, c0:c1]
+    (+ bias), through zero-padded copies (the micro-kernel reads and writes a whole block),
+    copying out at most out's last column."""
     m, k = a.shape
     n = b.shape[1]
     pixels = _block_rows(wide, a.itemsize)
@@ -144,34 +145,42 @@ def _last_rows(a, b, out, c0, c1, bias, has_bias, wide):
     if full == m:
         return
     rest = m - full
-    af, bf, of = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    af, bf = a.reshape(-1), b.reshape(-1)
     tail_a = np.zeros(pixels * k, a.dtype)
     tail_a[: rest * k] = af[full * k :]
-    tail_out = np.empty(pixels * n, a.dtype)
+    tail_out = np.empty(pixels * CHANNELS, a.dtype)
     for co in range(c0, c1, CHANNELS):
-        _micro(tail_a, 0, bf, co, tail_out, co, k, n, bias, co, has_bias, wide)
-    for r in range(rest):
-        for j in range(c0, c1):
-            of[(full + r) * n + j] = tail_out[r * n + j]
+        _micro(tail_a, 0, bf, co, tail_out, 0, k, n, CHANNELS, bias, co, has_bias, wide)
+        oc = oc0 + co - c0
+        for r in range(rest):
+            for j in range(min(CHANNELS, out.shape[1] - oc)):
+                out[full + r, oc + j] = tail_out[r * CHANNELS + j]
 
 
 @njit(cache=True, nogil=True)
 def matmul_columns(a, b, out, c0, c1, bias, has_bias, wide):
     """out[:, c0:c1] = a @ b[:, c0:c1] (+ bias[c0:c1] if has_bias; c0, c1 multiples of 16)."""
     for co in range(c0, c1, CHANNELS):
-        _row_blocks(a, b, out, co, bias, has_bias, wide)
-    _last_rows(a, b, out, c0, c1, bias, has_bias, wide)
+        _row_blocks(a, b, co, out, co, bias, has_bias, wide)
+    _last_rows(a, b, c0, c1, out, c0, bias, has_bias, wide)
 
 
 @njit(cache=True, nogil=True)
 def _transpose_panel(w, w_t, co):
     """w_t[:, co:co + 16] = w[co:co + 16].T for float32 w (N, K): K // 16 in-register
-    tiles, the last K % 16 rows of w_t by a loop."""
+    tiles, the last K % 16 rows of w_t by a loop; past w's N rows (w_t padded to whole
+    panels) zeros."""
     n, k = w.shape
+    ldt = w_t.shape[1]
+    if co + CHANNELS > n:
+        for kk in range(k):
+            for j in range(CHANNELS):
+                w_t[kk, co + j] = w[co + j, kk] if co + j < n else 0
+        return
     wf, tf = w.reshape(-1), w_t.reshape(-1)
     k16 = k - k % 16
     for k0 in range(0, k16, 16):
-        _transpose_tile(wf, co * k + k0, k, tf, k0 * n + co, n)
+        _transpose_tile(wf, co * k + k0, k, tf, k0 * ldt + co, ldt)
     for kk in range(k16, k):
         for j in range(CHANNELS):
             w_t[kk, co + j] = w[co + j, kk]
@@ -179,12 +188,45 @@ def _transpose_panel(w, w_t, co):
 
 @njit(cache=True, nogil=True)
 def matmul_t_columns(a, w, w_t, out, c0, c1, bias, has_bias, wide):
-    """out[:, c0:c1] = a @ w[c0:c1].T (+ bias) for float32 w (N, K), each 16-column panel of
-    w.T transposed into w_t just before the micro-kernel reads it (from L1)."""
+    """out[:, c0:min(c1, N)] = a @ w[c0:c1].T (+ bias) for float32 w (N, K), each 16-column
+    panel of w.T transposed into w_t just before the micro-kernel reads it (from L1); a
+    last panel past N columns (w_t and bias padded) runs into a scratch panel whose valid
+    columns are copied out."""
+    n = out.shape[1]
     for co in range(c0, c1, CHANNELS):
         _transpose_panel(w, w_t, co)
-        _row_blocks(a, w_t, out, co, bias, has_bias, wide)
-    _last_rows(a, w_t, out, c0, c1, bias, has_bias, wide)
+        if co + CHANNELS <= n:
+            _row_blocks(a, w_t, co, out, co, bias, has_bias, wide)
+        else:
+            panel = np.empty((a.shape[0], CHANNELS), a.dtype)
+            _row_blocks(a, w_t, co, panel, 0, bias, has_bias, wide)
+            for r in range(a.shape[0]):
+                for j in range(n - co):
+                    out[r, co + j] = panel[r, j]
+    _last_rows(a, w_t, c0, c1, out, c0, bias, has_bias, wide)
+
+
+@njit(cache=True, nogil=True)
+def _aligned_empty(rows, cols, dtype_of):
+    """An uninitialised (rows, cols) array of dtype_of's dtype starting on a 64-byte boundary
+    (see empty), from numba: no Python-level allocation."""
+    item = dtype_of.itemsize
+    buf = np.empty(rows * cols + 64 // item, dtype_of.dtype)
+    start = -buf.ctypes.data % 64 // item
+    return buf[start : start + rows * cols].reshape(rows, cols)
+
+
+@njit(cache=True, nogil=True)
+def _matmul_t_whole(a, w, out, bias, has_bias, wide):
+    """matmul_t in one task, its buffers made here: the calls from Python it saves cost
+    ~5 us, 5% of LeNet-5's (128, 256) -> 120."""
+    n, k = w.shape
+    padded = -(-n // CHANNELS) * CHANNELS
+    if has_bias and padded != n:
+        padded_bias = np.zeros(padded, bias.dtype)
+        padded_bias[:n] = bias
+        bias = padded_bias
+    matmul_t_columns(a, w, _aligned_empty(k, padded, w), out, 0, padded, bias, has_bias, wide)
 
 
 def _column_tasks(m, k, n):
@@ -214,17 +256,36 @@ def matmul(a, b, out, bias=None):
     return out
 
 
+def applies_t(w):
+    """Whether matmul_t computes a @ w.T: w's rows a multiple of 16, or float32 w whose rows
+    padded to whole panels of 16 waste at most a quarter of the work (LeNet-5's 120 and 84,
+    not a 10-class output)."""
+    pad = -w.shape[0] % CHANNELS
+    return w.dtype in (np.float32, np.float64) and (pad == 0 or (w.dtype == np.float32 and 4 * pad <= w.shape[0]))
+
+
 def matmul_t(a, w, out, bias=None):
-    """out = a @ w.T (+ bias) as matmul(a, transpose(w), out, bias), w (N, K) C-contiguous;
-    for float32 each task transposes its own panels of w just before using them (the
-    transposed panel is read from L1, and two threads share the transposition)."""
+    """out = a @ w.T (+ bias) for C-contiguous a (M, K), w (N, K), out (M, N) where
+    applies_t(w), as matmul(a, transpose(w), out, bias). For float32 each task transposes
+    its own panels of w just before using them (the transposed panel is read from L1, and
+    two threads share the transposition); N not a multiple of 16 runs its last panel padded
+    with zero rows of w into a scratch panel (matmul_t_columns)."""
     if w.dtype != np.float32:
         return matmul(a, transpose(w), out, bias)
+    m, k = a.shape
+    n = w.shape[0]
+    padded = -(-n // CHANNELS) * CHANNELS
     has_bias = bias is not None
-    bias = bias if has_bias else np.empty(0, out.dtype)  # never read
-    w_t = empty((w.shape[1], w.shape[0]), w.dtype)
-    _run_columns(lambda c0, c1: matmul_t_columns(a, w, w_t, out, c0, c1, bias, has_bias, WIDE),
-                 _column_tasks(a.shape[0], a.shape[1], w.shape[0]))
+    bounds = _column_tasks(m, k, padded)
+    if len(bounds) == 1:
+        _matmul_t_whole(a, w, out, bias if has_bias else w[0], has_bias, WIDE)  # w[0]: never read
+        return out
+    if not has_bias:
+        bias = np.empty(0, out.dtype)  # never read
+    elif padded != n:
+        bias = np.concatenate([bias, np.zeros(padded - n, bias.dtype)])
+    w_t = empty((k, padded), w.dtype)
+    _run_columns(lambda c0, c1: matmul_t_columns(a, w, w_t, out, c0, c1, bias, has_bias, WIDE), bounds)
     return out
 
 
@@ -317,15 +378,20 @@ def _transpose_loops(a, out, tiles_done):
             out[j, i] = a[i, j]
 
 
+@njit(cache=True)
+def _address(buf):
+    return buf.ctypes.data  # 0.2 us here, numpy's buf.ctypes.data 0.9
+
+
 def empty(shape, dtype):
     """np.empty whose data starts on a 64-byte boundary (a cache line, one 512-bit vector):
     the micro-kernel's vectors of b and out then never straddle two lines. (1024, 64) @
     (64, 512) ran 0.74 ms aligned, up to 0.91 with b and out 16 bytes off."""
     dtype = np.dtype(dtype)
-    size = math.prod(shape) * dtype.itemsize  # np.prod costs 3 us here
-    buf = np.empty(size + 64, np.uint8)
-    start = -buf.ctypes.data % 64
-    return buf[start : start + size].view(dtype).reshape(shape)
+    count = math.prod(shape)  # np.prod costs 3 us here
+    buf = np.empty(count + 64 // dtype.itemsize, dtype)  # numpy aligns to the item at least
+    start = -_address(buf) % 64 // dtype.itemsize
+    return buf[start : start + count].reshape(shape)
 
 
 def transpose(a):

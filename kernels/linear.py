@@ -42,7 +42,7 @@ def linear_forward(x, w, b=None):
         check_array("b", b, ndim=1)
         check_shape("b", b, (w.shape[0],))
         check_same_dtype(x=x, b=b)
-    if gemm.applies(w.T):
+    if gemm.applies_t(w):
         return gemm.matmul_t(x, w, gemm.empty((x.shape[0], w.shape[0]), x.dtype), b)
     y = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
     matmul_rows(x, w.T, y)

@@ -71,3 +71,23 @@ def test_transpose_is_a_contiguous_copy_of_the_transpose(shape):
 def test_empty_is_aligned_to_a_cache_line(shape, dtype):
     a = gemm.empty(shape, dtype)
     assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.ctypes.data % 64 == 0
+
+
+@pytest.mark.parametrize("m,k,n", [(7, 5, 16), (37, 100, 120), (128, 256, 84), (20, 33, 48)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_matmul_t_matches_float64_product_also_on_padded_panels(m, k, n, with_bias):
+    # 120 and 84 rows of w run as 128 and 96 (zero rows), copied out to n columns
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    out = np.full((m, n), np.nan, np.float32)
+    assert gemm.matmul_t(a, w, out, bias) is out
+    want = a.astype(np.float64) @ w.T.astype(np.float64) + (0 if bias is None else bias)
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-6 * np.abs(want).max())
+
+
+def test_applies_t_pads_float32_rows_wasting_at_most_a_quarter():
+    assert gemm.applies_t(np.empty((120, 3), np.float32)) and gemm.applies_t(np.empty((84, 3), np.float32))
+    assert gemm.applies_t(np.empty((32, 3), np.float64)) and not gemm.applies_t(np.empty((120, 3), np.float64))
+    assert not gemm.applies_t(np.empty((10, 3), np.float32))
