@@ -3,12 +3,13 @@
 The forward runs on gemm's micro-kernels, the bias as the accumulators' start, where
 gemm.applies_t(w) (out a multiple of 16, or float32 padded to one wasting at most a
 quarter): each 16-row panel of w transposed just before use, (128, 512) -> 256 in 0.33 ms
-against sgemm's 0.39 on w.T, which OpenBLAS packs on every call. Else BLAS. The backward's dx = grad_y @ w and
-dW = grad_y.T @ x run on them where in is a multiple of 16 (grad_y transposed first;
-(128, 512) -> 256: 0.30 and 0.32 ms against 0.34 and 0.34), as two whole tasks
-(gemm.matmuls). With several kernel threads each BLAS GEMM is split into row blocks
-(parallel.matmul_rows), and the backward's dx and dW GEMMs run as tasks of one split
-(parallel.matmuls).
+against sgemm's 0.39 on w.T, which OpenBLAS packs on every call. Else BLAS.
+
+The backward's dx = grad_y @ w and dW = grad_y.T @ x run on them where in is a multiple
+of 16 (grad_y transposed first; (128, 512) -> 256: 0.30 and 0.32 ms against 0.34 and
+0.34), as two whole tasks (gemm.matmuls). Else BLAS: with several kernel threads each
+GEMM is split into row blocks (parallel.matmul_rows), the backward's dx and dW GEMMs as
+the tasks of one split (parallel.matmuls).
 """
 import numpy as np
 
