@@ -5,11 +5,11 @@ gemm.applies_t(w) (out a multiple of 16, or float32 padded to one wasting at mos
 quarter): each 16-row panel of w transposed just before use, (128, 512) -> 256 in 0.33 ms
 against sgemm's 0.39 on w.T, which OpenBLAS packs on every call. Else BLAS.
 
-The backward's dx = grad_y @ w and dW = grad_y.T @ x run on them where in is a multiple
-of 16 (grad_y transposed first; (128, 512) -> 256: 0.30 and 0.32 ms against 0.34 and
-0.34), as two whole tasks (gemm.matmuls). Else BLAS: with several kernel threads each
-GEMM is split into row blocks (parallel.matmul_rows), the backward's dx and dW GEMMs as
-the tasks of one split (parallel.matmuls).
+The backward's dx = grad_y @ w and dW = grad_y.T @ x run on them where _backward_direct
+(grad_y transposed first; (128, 512) -> 256: 0.30 and 0.32 ms against 0.34 and 0.34), as
+two whole tasks (gemm.matmuls). Else BLAS: with several kernel threads each GEMM is split
+into row blocks (parallel.matmul_rows), the backward's dx and dW GEMMs as the tasks of one
+split (parallel.matmuls).
 """
 import numpy as np
 
@@ -53,6 +53,16 @@ def linear_forward(x, w, b=None):
     return y
 
 
+def _backward_direct(x, w, need_dw):
+    """Whether linear_backward runs on gemm: in a multiple of 16, out at least 16 (it is K of
+    dx and dW's rows: 64 -> 2 took 45 us against BLAS's 26), and dW's K = N at most 512 with
+    in at least 128 (a long K over few columns is where the micro-kernel loses: batch 512,
+    in 64: 0.18 against 0.17 ms; an LSTM's K = 1024: 1.8x)."""
+    n, fin = x.shape
+    return (gemm.applies(x) and w.shape[0] >= gemm.CHANNELS
+            and (not need_dw or (fin >= 128 and n <= 512)))
+
+
 def linear_backward(x, w, grad_y, need_dx=True, has_bias=True, need_dw=True):
     """Gradients of linear_forward.
 
@@ -69,7 +79,7 @@ def linear_backward(x, w, grad_y, need_dx=True, has_bias=True, need_dw=True):
     check_array("grad_y", grad_y, ndim=2)
     check_shape("grad_y", grad_y, (x.shape[0], w.shape[0]))
     check_same_dtype(x=x, grad_y=grad_y)
-    direct = gemm.applies(x)
+    direct = _backward_direct(x, w, need_dw)
     empty = gemm.empty if direct else np.empty
     dx = empty(x.shape, x.dtype) if need_dx else None
     dw = empty(w.shape, x.dtype) if need_dw else None
