@@ -8,19 +8,37 @@ one task it is running, where a BLAS or OpenMP team waits for every member at ev
 call (OpenBLAS at 2 threads made a ResNet-20 training step 23x slower than at 1 on
 this 2-core machine under a load of 5, see docs/ARCHITECTURE.md).
 
+Pool threads wait for the next job spinning on a word in compiled code, without the
+GIL (kernels/spin.py), for _SPIN_SECONDS after their last job, and only then sleep on a
+condition: waking a sleeping thread costs 25-100 us on a 2-vCPU VM (its idle vCPU
+halts), more than many tasks take. Two 50 us tasks took 123 us on two threads with
+sleeping pool threads, 85-94 us with spinning ones (96 us on one thread).
+
 Tasks must write disjoint outputs (or per-task partials the caller reduces in task
 order), so the result does not depend on which thread ran which task.
 """
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 
 import numpy as np
 
+from . import spin
+
 _threads = 1
-_pool, _pool_size = None, 0  # the shared helper threads and how many
-_pool_lock = threading.Lock()
+
+# How long a pool thread spins for the next job, and the caller for its helpers' last
+# tasks, before sleeping: kernels of a training step follow each other within a few
+# hundred microseconds of Python, so a pool thread that has just worked is usually
+# awake for the next one.
+_SPIN_SECONDS = 0.002
+# A pool thread that sees a new job spins this much longer before it takes the GIL: the
+# caller holds the GIL for the few microseconds from posting the job to entering its own
+# first task's compiled code, and a thread that blocks on the GIL sleeps (a wake-up, as
+# above). Two 200 us tasks took 263-284 us without this wait, 231-246 with it.
+_GRACE_SECONDS = 15e-6
+_spin_cycles = _grace_cycles = None  # in cycle-counter units, measured once
 
 
 def set_threads(n):
@@ -35,15 +53,92 @@ def get_threads():
     return _threads
 
 
-def _executor(helpers):
+class _Job:
+    """One run_tasks call: the tasks, the shared counter that hands them out, and how
+    many taken tasks are unfinished (a word the caller can spin on)."""
+
+    def __init__(self, task, n_tasks):
+        self.task, self.n_tasks = task, n_tasks
+        self.counter = itertools.count()  # next() on it is atomic under the GIL
+        self.running = np.zeros(1, np.int64)  # taken and not yet finished
+        self.error = None
+
+    def work(self):
+        """Take and run tasks until none is left (or one has failed)."""
+        while self.error is None:
+            # counted as running before it takes a number: the caller, once out of
+            # numbers, waits for every task a thread may have taken
+            self.running[0] += 1  # under the GIL, like every change of it
+            try:
+                i = next(self.counter)
+                if i >= self.n_tasks:
+                    return
+                self.task(i)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                if self.error is None:
+                    self.error = e
+            finally:
+                self.running[0] -= 1
+
+
+class _Pool:
+    """Pool threads that wait for the next job on a generation word: spinning without
+    the GIL for _SPIN_SECONDS after their last job, then asleep on a condition."""
+
+    def __init__(self):
+        self.generation = np.zeros(1, np.int64)
+        self.job = None
+        self.size = 0
+        self.sleepers = 0
+        self.wake = threading.Condition()
+
+    def grow(self, helpers):
+        while self.size < helpers:
+            threading.Thread(target=self._loop, name=f"bigdl_py-kernels-{self.size}", daemon=True).start()
+            self.size += 1
+
+    def post(self, job):
+        self.job = job
+        self.generation[0] += 1
+        if self.sleepers:  # read after the generation moved: a thread going to sleep re-checks it
+            with self.wake:
+                self.wake.notify_all()
+
+    def _loop(self):
+        seen = self.generation[0]
+        while True:
+            if not spin.wait_while(self.generation, seen, _spin_cycles, _grace_cycles):
+                with self.wake:
+                    self.sleepers += 1
+                    while self.generation[0] == seen:
+                        self.wake.wait()
+                    self.sleepers -= 1
+            seen, job = self.generation[0], self.job
+            job.work()
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool():
+    """In a forked child (a PySpark worker) the parent's pool threads do not exist."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _get_pool(helpers):
     """The shared pool, grown to at least `helpers` threads."""
-    global _pool, _pool_size
+    global _pool, _spin_cycles, _grace_cycles
     with _pool_lock:
-        if _pool is None or _pool_size < helpers:
-            old, _pool = _pool, ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="bigdl_py-kernels")
-            _pool_size = helpers
-            if old is not None:
-                old.shutdown(wait=False)
+        if _pool is None:
+            rate = spin.cycles_per_second()
+            _spin_cycles, _grace_cycles = int(_SPIN_SECONDS * rate), int(_GRACE_SECONDS * rate)
+            _pool = _Pool()
+        _pool.grow(helpers)
         return _pool
 
 
@@ -57,22 +152,16 @@ def run_tasks(task, n_tasks):
         for i in range(n_tasks):
             task(i)
         return
-    counter = itertools.count()  # next() on it is atomic under the GIL
-
-    def work():
-        for i in counter:
-            if i >= n_tasks:
-                return
-            task(i)
-
-    pool = _executor(helpers)
-    futures = [pool.submit(work) for _ in range(helpers)]
-    try:
-        work()
-    finally:
-        for future in futures:
-            if not future.cancel():
-                future.result()
+    job = _Job(task, n_tasks)
+    _get_pool(helpers).post(job)
+    job.work()
+    # every task is taken now: wait for the ones pool threads are still running
+    # (spinning, then polling, which leaves the core to them on a loaded machine)
+    if job.running[0] and not spin.wait_until(job.running, 0, _spin_cycles):
+        while job.running[0]:
+            time.sleep(50e-6)
+    if job.error is not None:
+        raise job.error
 
 
 # Row-block tasks of memory-bound passes: at least this many elements each (2 MB of

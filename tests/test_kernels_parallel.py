@@ -1,5 +1,7 @@
 """Work sharing across threads (kernels/parallel.py) and the kernels that use it."""
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -37,15 +39,42 @@ def test_the_caller_does_not_wait_for_a_helper_that_never_starts(two_threads):
     """A busy pool thread stands in for one the OS has not scheduled: the caller runs
     every task itself and returns without it."""
     release = threading.Event()
-    blocker = parallel._executor(1).submit(release.wait, 60)
+    blocker = parallel._Job(lambda i: release.wait(60), 1)
+    parallel._get_pool(1).post(blocker)
     try:
+        assert parallel.spin.wait_until(blocker.running, 1, 10 ** 12)  # the pool thread is in it
         done = []
         parallel.run_tasks(lambda i: done.append(threading.current_thread().name), 10)
         assert done == [threading.current_thread().name] * 10
-        assert not blocker.done()
+        assert blocker.running[0] == 1
     finally:
         release.set()
-        blocker.result()
+        parallel.spin.wait_until(blocker.running, 0, 10 ** 12)
+
+
+@pytest.mark.parametrize("pause_s", [0.0, 0.05], ids=["spinning", "asleep"])
+def test_a_pool_thread_takes_part_whether_spinning_or_asleep(two_threads, pause_s):
+    # two tasks that each wait for the other: they finish only on two threads at once
+    parallel.run_tasks(lambda i: None, 2)
+    time.sleep(pause_s)  # past the spin: the pool thread sleeps on its condition
+    meet = threading.Barrier(2, timeout=30)
+    names = []
+    parallel.run_tasks(lambda i: names.append((meet.wait(), threading.current_thread().name)), 2)
+    assert len({name for _, name in names}) == 2
+
+
+def test_a_forked_child_starts_its_own_pool_threads(two_threads):
+    parallel.run_tasks(lambda i: None, 2)  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # the child (as a PySpark worker forked from its daemon): two threads must meet
+        try:
+            meet = threading.Barrier(2, timeout=30)
+            parallel.run_tasks(lambda i: meet.wait(), 2)
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 - reported through the exit status
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_task_exception_reaches_the_caller(two_threads):
