@@ -56,11 +56,12 @@ def _pause(typingctx):
 
 @njit(nogil=True, cache=True)
 def wait_while(word, value, budget_cycles, then_cycles):
-    """Spin while word[0] == value, for at most budget_cycles; True if it changed, after
-    spinning then_cycles more (still without the GIL)."""
+    """Spin while word[0] == value, for at most budget_cycles (not at all for 0: where
+    the target has no cycle counter); True if it changed, after spinning then_cycles more
+    (still without the GIL)."""
     start = _cycles()
     while _load_acquire(word) == value:
-        if _cycles() - start > budget_cycles:
+        if budget_cycles <= 0 or _cycles() - start > budget_cycles:
             return False
         _pause()
     changed = _cycles()
@@ -74,7 +75,7 @@ def wait_until(word, value, budget_cycles):
     """Spin until word[0] == value, for at most budget_cycles; True if it got there."""
     start = _cycles()
     while _load_acquire(word) != value:
-        if _cycles() - start > budget_cycles:
+        if budget_cycles <= 0 or _cycles() - start > budget_cycles:
             return False
         _pause()
     return True

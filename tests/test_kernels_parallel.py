@@ -63,6 +63,17 @@ def test_a_pool_thread_takes_part_whether_spinning_or_asleep(two_threads, pause_
     assert len({name for _, name in names}) == 2
 
 
+def test_spin_waits_end_at_their_budget_and_do_not_spin_without_one():
+    word = np.zeros(1, np.int64)
+    rate = parallel.spin.cycles_per_second()
+    assert rate > 0  # x86 and arm64 have a cycle counter
+    start = time.perf_counter()
+    assert not parallel.spin.wait_while(word, 0, int(0.01 * rate), 0)
+    assert 0.009 < time.perf_counter() - start < 1.0
+    assert not parallel.spin.wait_until(word, 1, 0) and not parallel.spin.wait_while(word, 0, 0, 0)
+    assert parallel.spin.wait_until(word, 0, 0) and parallel.spin.wait_while(word, 1, 0, 0)
+
+
 def test_a_forked_child_starts_its_own_pool_threads(two_threads):
     parallel.run_tasks(lambda i: None, 2)  # the parent's pool exists
     pid = os.fork()
