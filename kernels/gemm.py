@@ -21,14 +21,12 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, register_jitable
 
-from .parallel import _MIN_TASK_MACS, get_threads, run_tasks
+from .parallel import _MIN_SPLIT_MACS, _MIN_TASK_MACS, get_threads, run_tasks
 
 CHANNELS = 16  # b's columns per micro-kernel call
 # 512-bit vectors where the host has AVX-512 (read once; tests set it to run either width:
 # LLVM lowers 512-bit vectors to pairs of 256-bit ones on AVX2, slower but exact).
 WIDE = bool(llvm.get_host_cpu_features().get("avx512f", False))
-# Column blocks run as tasks above this many multiply-adds (parallel.py's GEMM split).
-_MIN_SPLIT_MACS = 12_000_000
 
 
 def applies(b):
@@ -230,8 +228,8 @@ def _matmul_t_whole(a, w, out, bias, has_bias, wide):
 
 
 def _column_tasks(m, k, n):
-    """[(c0, c1)]: out's columns in one block, or above _MIN_SPLIT_MACS multiply-adds one
-    block of whole 16-column panels per thread."""
+    """[(c0, c1)]: out's columns in one block, or above parallel's _MIN_SPLIT_MACS
+    multiply-adds one block of whole 16-column panels per thread."""
     blocks = n // CHANNELS
     tasks = min(get_threads(), blocks) if m * k * n >= _MIN_SPLIT_MACS else 1
     return [(blocks * t // tasks * CHANNELS, blocks * (t + 1) // tasks * CHANNELS) for t in range(tasks)]

@@ -189,10 +189,11 @@ def for_blocks(fn, rows, row_size=1, min_elements=_MIN_BLOCK_ELEMENTS):
     run_tasks(lambda i: fn(*bounds[i]), len(bounds))
 
 
-# A GEMM is split only above this many multiply-adds (~250 us on one core here): MLP
-# shapes of 4-8M multiply-adds (100-180 us) were slower on two threads than on one,
-# 16.8M went 340 -> 250 us (docs/ARCHITECTURE.md).
-_MIN_SPLIT_MACS = 12_000_000
+# A GEMM is split only above this many multiply-adds (~60 us on one core here). With pool
+# threads that sleep between jobs the bar was 12M (a hand-off cost 60-100 us); with
+# spinning ones, splitting the MLP's 4-8M multiply-add GEMMs as well took its two-thread
+# training from 289k/291k to 298k/311k samples/s (docs/ARCHITECTURE.md).
+_MIN_SPLIT_MACS = 3_000_000
 
 
 # A split GEMM is cut into this many row blocks at every thread count: one per core of the
@@ -205,7 +206,7 @@ _GEMM_BLOCKS = max(1, min(os.cpu_count() or 1, 8))
 # Independent GEMMs (a layer's dx and dW) run as tasks of one run_tasks when together they
 # hold at least this many multiply-adds: one hand-off for both, and the second thread takes
 # the other GEMM whole, so a late start costs at most the one it took.
-_MIN_TASK_MACS = 6_000_000
+_MIN_TASK_MACS = _MIN_SPLIT_MACS // 2
 
 
 def _row_blocks(a, b, out):
