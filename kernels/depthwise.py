@@ -150,23 +150,50 @@ def _tap_starts(builder, offsets_ptr, rows_ptr, t0, taps):
             [builder.load(builder.gep(rows_ptr, [a])) for a in at])
 
 
+def _sum_signature(xf, offsets, rows, wf, bf, yf):
+    """The signature of the forward kernels (_sum_kernel, _slide_kernel), or None where the
+    arrays' dtypes do not fit them."""
+    if xf.dtype not in (types.float32, types.float64) or wf.dtype != xf.dtype or yf.dtype != xf.dtype:
+        return None
+    i64 = types.int64
+    return types.void(xf, i64, i64, offsets, rows, i64, wf, bf, yf, i64, i64, i64, i64)
+
+
+def _grad_signature(xf, offsets, rows, gf, acc):
+    """The signature of the weight-gradient kernels (_grad_kernel, _slide_grad_kernel), or
+    None where the arrays' dtypes do not fit them."""
+    if xf.dtype not in (types.float32, types.float64) or gf.dtype != xf.dtype or acc.dtype != xf.dtype:
+        return None
+    i64 = types.int64
+    return types.void(xf, i64, i64, offsets, rows, i64, gf, i64, i64, i64, i64, acc)
+
+
+def _pointers(context, builder, signature, args, positions):
+    """The data pointers of the array arguments at `positions`."""
+    return [context.make_array(signature.args[k])(context, builder, args[k]).data for k in positions]
+
+
+def _add_sums(builder, a_ptr, rows, cb, sums, ty, align):
+    """acc[rows[t] + cb] += sums[t]: the weight-gradient kernels' per-tap sums into acc."""
+    for r, s in zip(rows, sums):
+        a_at = _at(builder, a_ptr, builder.add(r, cb), ty)
+        builder.store(builder.fadd(builder.load(a_at, align=align), builder.load(s)), a_at, align=align)
+
+
 def _sum_kernel(taps, accumulate):
     """Intrinsic: for q < count, c < C,
     y[ya + q*ystep + c] = (y[...] if accumulate else b[c])
                       + sum over t < taps of x[xa + q*xstep + offsets[t0+t] + c] * w[rows[t0+t] + c]
     (flat arrays, int64 offsets), the taps' weights held in registers over the run."""
     def sum_kernel(typingctx, xf, xa, xstep, offsets, rows, t0, wf, bf, yf, ya, ystep, count, c):
-        dtype = xf.dtype
-        if dtype not in (types.float32, types.float64) or wf.dtype != dtype or yf.dtype != dtype:
+        dtype, sig = xf.dtype, _sum_signature(xf, offsets, rows, wf, bf, yf)
+        if sig is None:
             return None
-        i64 = types.int64
-        sig = types.void(xf, i64, i64, offsets, rows, i64, wf, bf, yf, i64, i64, i64, i64)
 
         def codegen(context, builder, signature, args):
-            xa_, xo, xstep_, oa, ra, t0_, wa, ba, ya_, yo, ystep_, count_, c_ = args
-            arrays = [context.make_array(signature.args[k])(context, builder, v).data
-                      for k, v in ((0, xa_), (3, oa), (4, ra), (6, wa), (7, ba), (8, ya_))]
-            x_ptr, off_ptr, row_ptr, w_ptr, b_ptr, y_ptr = arrays
+            _, xo, xstep_, _, _, t0_, _, _, _, yo, ystep_, count_, c_ = args
+            x_ptr, off_ptr, row_ptr, w_ptr, b_ptr, y_ptr = _pointers(context, builder, signature, args,
+                                                                     (0, 3, 4, 6, 7, 8))
             offs, wrows = _tap_starts(builder, off_ptr, row_ptr, t0_, taps)
             align = dtype.bitwidth // 8
 
@@ -198,17 +225,13 @@ def _grad_kernel(taps):
     acc[rows[t0+t] + c] += sum over q < count of x[xa + q*xstep + offsets[t0+t] + c] * g[ga + q*gstep + c]
     (flat arrays, int64 offsets), summed over q in order in registers."""
     def grad_kernel(typingctx, xf, xa, xstep, offsets, rows, t0, gf, ga, gstep, count, c, acc):
-        dtype = xf.dtype
-        if dtype not in (types.float32, types.float64) or gf.dtype != dtype or acc.dtype != dtype:
+        dtype, sig = xf.dtype, _grad_signature(xf, offsets, rows, gf, acc)
+        if sig is None:
             return None
-        i64 = types.int64
-        sig = types.void(xf, i64, i64, offsets, rows, i64, gf, i64, i64, i64, i64, acc)
 
         def codegen(context, builder, signature, args):
-            xa_, xo, xstep_, oa, ra, t0_, ga_, go, gstep_, count_, c_, aa = args
-            arrays = [context.make_array(signature.args[k])(context, builder, v).data
-                      for k, v in ((0, xa_), (3, oa), (4, ra), (6, ga_), (11, aa))]
-            x_ptr, off_ptr, row_ptr, g_ptr, a_ptr = arrays
+            _, xo, xstep_, _, _, t0_, _, go, gstep_, count_, c_, _ = args
+            x_ptr, off_ptr, row_ptr, g_ptr, a_ptr = _pointers(context, builder, signature, args, (0, 3, 4, 6, 11))
             offs, arows = _tap_starts(builder, off_ptr, row_ptr, t0_, taps)
             align = dtype.bitwidth // 8
 
@@ -224,9 +247,7 @@ def _grad_kernel(taps):
                     for off, s in zip(offs, sums):
                         xv = builder.load(_at(builder, x_ptr, builder.add(xq, off), ty), align=align)
                         builder.store(builder.call(fma, [xv, gv, builder.load(s)]), s)
-                for r, s in zip(arows, sums):
-                    a_at = _at(builder, a_ptr, builder.add(r, cb), ty)
-                    builder.store(builder.fadd(builder.load(a_at, align=align), builder.load(s)), a_at, align=align)
+                _add_sums(builder, a_ptr, arows, cb, sums, ty, align)
 
             _channel_blocks(builder, dtype, c_, block)
             return context.get_dummy_value()
@@ -235,6 +256,32 @@ def _grad_kernel(taps):
 
     grad_kernel.__name__ = f"grad_kernel_{taps}"
     return intrinsic(grad_kernel)
+
+
+class _Window:
+    """The x vectors under a sliding run's taps (_slide_kernel, _slide_grad_kernel): for
+    each of rows_ kernel rows, the vectors under taps 0 .. cols - 2 of the current pixel
+    carried in registers (allocas LLVM promotes), tap cols - 1 loaded fresh."""
+
+    def __init__(self, builder, x_ptr, xo, offs, cb, xstep, rows_, cols, ty, align):
+        self.builder, self.x_ptr, self.xstep, self.cols, self.ty, self.align = builder, x_ptr, xstep, cols, ty, align
+        self.row_x = [builder.add(builder.add(xo, offs[i * cols]), cb) for i in range(rows_)]
+        self.cells = [[cgutils.alloca_once_value(builder, self._load(i, ir.Constant(ir.IntType(64), k)))
+                       for k in range(cols - 1)] for i in range(rows_)]
+
+    def _load(self, i, q):
+        b = self.builder
+        return b.load(_at(b, self.x_ptr, b.add(self.row_x[i], b.mul(q, self.xstep)), self.ty), align=self.align)
+
+    def values(self, i, q):
+        """Row i's x vectors under taps 0 .. cols - 1 of pixel q."""
+        last = self.builder.add(q, ir.Constant(ir.IntType(64), self.cols - 1))
+        return [self.builder.load(v) for v in self.cells[i]] + [self._load(i, last)]
+
+    def slide(self, i, vals):
+        """Carry row i's vectors to the next pixel (tap k + 1 becomes tap k)."""
+        for k in range(self.cols - 1):
+            self.builder.store(vals[k + 1], self.cells[i][k])
 
 
 def _slide_kernel(rows_, cols, stream):
@@ -247,17 +294,14 @@ def _slide_kernel(rows_, cols, stream):
     With `stream`, whole vectors of y are stored non-temporally (y and every ystep
     aligned to a vector, see _streams), and a fence ends the call."""
     def slide_kernel(typingctx, xf, xa, xstep, offsets, rows, t0, wf, bf, yf, ya, ystep, count, c):
-        dtype = xf.dtype
-        if dtype not in (types.float32, types.float64) or wf.dtype != dtype or yf.dtype != dtype:
+        dtype, sig = xf.dtype, _sum_signature(xf, offsets, rows, wf, bf, yf)
+        if sig is None:
             return None
-        i64 = types.int64
-        sig = types.void(xf, i64, i64, offsets, rows, i64, wf, bf, yf, i64, i64, i64, i64)
 
         def codegen(context, builder, signature, args):
-            xa_, xo, xstep_, oa, ra, t0_, wa, ba, ya_, yo, ystep_, count_, c_ = args
-            arrays = [context.make_array(signature.args[k])(context, builder, v).data
-                      for k, v in ((0, xa_), (3, oa), (4, ra), (6, wa), (7, ba), (8, ya_))]
-            x_ptr, off_ptr, row_ptr, w_ptr, b_ptr, y_ptr = arrays
+            _, xo, xstep_, _, _, t0_, _, _, _, yo, ystep_, count_, c_ = args
+            x_ptr, off_ptr, row_ptr, w_ptr, b_ptr, y_ptr = _pointers(context, builder, signature, args,
+                                                                     (0, 3, 4, 6, 7, 8))
             offs, wrows = _tap_starts(builder, off_ptr, row_ptr, t0_, rows_ * cols)
             align = dtype.bitwidth // 8
 
@@ -265,25 +309,15 @@ def _slide_kernel(rows_, cols, stream):
                 fma = _fma(builder, ty)
                 weights = [builder.load(_at(builder, w_ptr, builder.add(r, cb), ty), align=align) for r in wrows]
                 bias = builder.load(_at(builder, b_ptr, cb, ty), align=align)
-                row_x = [builder.add(builder.add(xo, offs[i * cols]), cb) for i in range(rows_)]
-
-                def x_at(i, q):
-                    return builder.load(_at(builder, x_ptr, builder.add(row_x[i], builder.mul(q, xstep_)), ty),
-                                        align=align)
-
-                # window[i][k]: row i's x vector under tap k of the current pixel (k < cols - 1 carried)
-                window = [[cgutils.alloca_once_value(builder, x_at(i, ir.Constant(ir.IntType(64), k)))
-                           for k in range(cols - 1)] for i in range(rows_)]
+                window = _Window(builder, x_ptr, xo, offs, cb, xstep_, rows_, cols, ty, align)
                 with cgutils.for_range(builder, count_) as loop:
                     q = loop.index
-                    last = builder.add(q, ir.Constant(ir.IntType(64), cols - 1))
                     acc = bias
                     for i in range(rows_):
-                        vals = [builder.load(v) for v in window[i]] + [x_at(i, last)]
+                        vals = window.values(i, q)
                         for k in range(cols):
                             acc = builder.call(fma, [vals[k], weights[i * cols + k], acc])
-                        for k in range(cols - 1):
-                            builder.store(vals[k + 1], window[i][k])
+                        window.slide(i, vals)
                     y_at = _at(builder, y_ptr, builder.add(builder.add(yo, builder.mul(q, ystep_)), cb), ty)
                     if stream and isinstance(ty, ir.VectorType):
                         store = builder.store(acc, y_at, align=_VECTOR_BYTES)
@@ -307,17 +341,13 @@ def _slide_grad_kernel(rows_, cols):
     the x vectors of the previous cols - 1 pixels from registers as _slide_kernel does
     (one grad_y and rows_ x loads per vector). The same sums in the same order."""
     def slide_grad_kernel(typingctx, xf, xa, xstep, offsets, rows, t0, gf, ga, gstep, count, c, acc):
-        dtype = xf.dtype
-        if dtype not in (types.float32, types.float64) or gf.dtype != dtype or acc.dtype != dtype:
+        dtype, sig = xf.dtype, _grad_signature(xf, offsets, rows, gf, acc)
+        if sig is None:
             return None
-        i64 = types.int64
-        sig = types.void(xf, i64, i64, offsets, rows, i64, gf, i64, i64, i64, i64, acc)
 
         def codegen(context, builder, signature, args):
-            xa_, xo, xstep_, oa, ra, t0_, ga_, go, gstep_, count_, c_, aa = args
-            arrays = [context.make_array(signature.args[k])(context, builder, v).data
-                      for k, v in ((0, xa_), (3, oa), (4, ra), (6, ga_), (11, aa))]
-            x_ptr, off_ptr, row_ptr, g_ptr, a_ptr = arrays
+            _, xo, xstep_, _, _, t0_, _, go, gstep_, count_, c_, _ = args
+            x_ptr, off_ptr, row_ptr, g_ptr, a_ptr = _pointers(context, builder, signature, args, (0, 3, 4, 6, 11))
             offs, arows = _tap_starts(builder, off_ptr, row_ptr, t0_, rows_ * cols)
             align = dtype.bitwidth // 8
 
@@ -325,29 +355,18 @@ def _slide_grad_kernel(rows_, cols):
                 fma = _fma(builder, ty)
                 zero = ir.Constant(ty, [0.0] * ty.count) if isinstance(ty, ir.VectorType) else ir.Constant(ty, 0.0)
                 sums = [cgutils.alloca_once_value(builder, zero) for _ in range(rows_ * cols)]  # zeroed per block
-                row_x = [builder.add(builder.add(xo, offs[i * cols]), cb) for i in range(rows_)]
-
-                def x_at(i, q):
-                    return builder.load(_at(builder, x_ptr, builder.add(row_x[i], builder.mul(q, xstep_)), ty),
-                                        align=align)
-
-                window = [[cgutils.alloca_once_value(builder, x_at(i, ir.Constant(ir.IntType(64), k)))
-                           for k in range(cols - 1)] for i in range(rows_)]
+                window = _Window(builder, x_ptr, xo, offs, cb, xstep_, rows_, cols, ty, align)
                 with cgutils.for_range(builder, count_) as loop:
                     q = loop.index
-                    last = builder.add(q, ir.Constant(ir.IntType(64), cols - 1))
                     g_at = _at(builder, g_ptr, builder.add(builder.add(go, builder.mul(q, gstep_)), cb), ty)
                     gv = builder.load(g_at, align=align)
                     for i in range(rows_):
-                        vals = [builder.load(v) for v in window[i]] + [x_at(i, last)]
+                        vals = window.values(i, q)
                         for k in range(cols):
                             s = sums[i * cols + k]
                             builder.store(builder.call(fma, [vals[k], gv, builder.load(s)]), s)
-                        for k in range(cols - 1):
-                            builder.store(vals[k + 1], window[i][k])
-                for r, s in zip(arows, sums):
-                    a_at = _at(builder, a_ptr, builder.add(r, cb), ty)
-                    builder.store(builder.fadd(builder.load(a_at, align=align), builder.load(s)), a_at, align=align)
+                        window.slide(i, vals)
+                _add_sums(builder, a_ptr, arows, cb, sums, ty, align)
 
             _channel_blocks(builder, dtype, c_, block)
             return context.get_dummy_value()
