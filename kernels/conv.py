@@ -31,6 +31,7 @@ from numba import njit, uint64
 
 from ._checks import check_array, check_pair, check_positive_int, check_same_dtype, check_shape
 from . import conv_direct, depthwise
+from .epilogue import bias_relu
 from .im2col import col2im, im2col
 from .parallel import run_tasks
 
@@ -329,7 +330,7 @@ def _gemm_conv(x, w, y, geo, bias, has_bias, relu, cap):
         def pointwise_task(i):
             y_chunk = y2d[i * rows : (i + 1) * rows]
             _grouped_matmul(x2d[i * rows : (i + 1) * rows], w2d, y_chunk, n_groups)
-            _bias_relu(y_chunk, bias, has_bias, relu, cap)
+            bias_relu(y_chunk, bias, has_bias, relu, cap)
 
         run_tasks(pointwise_task, -(-len(x2d) // rows))
         return
@@ -344,7 +345,7 @@ def _gemm_conv(x, w, y, geo, bias, has_bias, relu, cap):
         im2col(x, cols, l0, l1, *geo.window())
         y_chunk = y2d[l0 * geo.ow : l1 * geo.ow]
         _grouped_matmul(cols, w2d, y_chunk, n_groups)
-        _bias_relu(y_chunk, bias, has_bias, relu, cap)
+        bias_relu(y_chunk, bias, has_bias, relu, cap)
 
     run_tasks(chunk_task, -(-lines // per_chunk))
 
@@ -463,38 +464,11 @@ def _grouped_matmul_nt(dy, w2d, out, n_groups):
 # channel loops (see im2col.py).
 
 
-@njit(cache=True, nogil=True)
-def _bias_relu(y2d, b, has_bias, relu, cap):
-    """y += b and/or y = min(max(y, 0), cap), in place (cap inf: plain ReLU).
-
-    Rows shorter than 64 values are processed several at a time against a tiled
-    bias, so that small Cout (LeNet's 6) still gets long vector loops.
-    """
-    if not has_bias and not relu:
-        return
-    cols = y2d.shape[1]
-    yf = y2d.reshape(-1)
-    zero = yf.dtype.type(0)
-    block = max(1, 64 // cols) * cols
-    tiled = np.zeros(block, yf.dtype)
-    if has_bias:
-        for j in range(block):
-            tiled[j] = b[j % cols]
-    start = 0
-    while start < yf.size:
-        j0 = uint64(start)
-        for c in range(uint64(min(block, yf.size - start))):
-            v = yf[j0 + c] + tiled[c]
-            yf[j0 + c] = min(max(v, zero), cap) if relu else v
-        start += block
-    return
-
-
 @njit(cache=True)
 def _column_sums(a):
     """Sum over rows with a float64 accumulator (bias gradient over N*OH*OW rows).
 
-    Short rows are summed several at a time, as in _bias_relu.
+    Short rows are summed several at a time, as in epilogue.bias_relu.
     """
     cols = a.shape[1]
     af = a.reshape(-1)

@@ -37,6 +37,8 @@ from numba import njit, types, uint64
 from numba.core import cgutils
 from numba.extending import intrinsic, register_jitable
 
+from .epilogue import bias_relu
+
 # Output pixels per micro-kernel call: 6 x 2 accumulator vectors + 2 weight vectors +
 # 1 broadcast = 15 of AVX2's 16 vector registers.
 _PIXELS = 6
@@ -245,20 +247,6 @@ def _row_blocks(xp, wf, yf, y0, images, oh_, ow_, hp, wp, sh, sw, cin, cout, kh_
 
 
 @njit(cache=True, nogil=True)
-def _bias_relu_in_place(yf, start, stop, b, has_bias, relu, cap, cout):
-    """yf[start:stop] (whole pixels of Cout values) += b, then ReLU capped at cap."""
-    zero = yf.dtype.type(0)
-    for p in range(uint64(start), uint64(stop), uint64(cout)):
-        for co in range(uint64(cout)):
-            v = yf[p + co]
-            if has_bias:
-                v += b[co]
-            if relu:
-                v = min(max(v, zero), cap)
-            yf[p + co] = v
-
-
-@njit(cache=True, nogil=True)
 def forward_images(x, w, y, n0, n1, sh, sw, ph, pw, xp, yp, b, has_bias, relu, cap, wide):
     """y[n0:n1] = conv(x[n0:n1], w) (stride sh, sw, zero padding ph, pw) (+ b, ReLU capped at
     cap), with xp and yp as the padded-input and output workspaces (flat, at least
@@ -277,8 +265,7 @@ def forward_images(x, w, y, n0, n1, sh, sw, ph, pw, xp, yp, b, has_bias, relu, c
     if row_blocks_apply(ow_, xp.itemsize, wide):
         y0, y1 = n0 * oh_ * ow_ * cout, n1 * oh_ * ow_ * cout
         _row_blocks(xp, wf, yf, y0, n1 - n0, oh_, ow_, hp, wp, sh, sw, cin, cout, kh_, kw_, pixels)
-        if has_bias or relu:
-            _bias_relu_in_place(yf, y0, y1, b, has_bias, relu, cap, cout)
+        bias_relu(yf[y0:y1].reshape(-1, cout), b, has_bias, relu, cap)
         return
     for n in range(n1 - n0):
         for p0 in range(0, span, pixels):
