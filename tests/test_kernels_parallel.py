@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from numba import njit
 from threadpoolctl import threadpool_info
 
 from bigdl_py.kernels import gemm, parallel, threads
@@ -72,6 +73,47 @@ def test_spin_waits_end_at_their_budget_and_do_not_spin_without_one():
     assert 0.009 < time.perf_counter() - start < 1.0
     assert not parallel.spin.wait_until(word, 1, 0) and not parallel.spin.wait_while(word, 0, 0, 0)
     assert parallel.spin.wait_until(word, 0, 0) and parallel.spin.wait_while(word, 1, 0, 0)
+
+
+@njit(nogil=True, cache=True)
+def _work_then_set(word, n):
+    s = 0.0
+    for i in range(n):
+        s += np.sqrt(i)
+    word[0] = 1
+    return s
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_a_spinning_thread_leaves_a_shared_cpu_to_the_thread_it_waits_for():
+    """Two threads on one CPU (as a scheduler that packs a woken pool thread beside its
+    waker leaves them): the spinner yields, so the worker it waits for gets the CPU,
+    where a spinner holding the CPU for its time slices would take about half of it."""
+    _work_then_set(np.zeros(1, np.int64), 10)
+    start = time.perf_counter()
+    _work_then_set(np.zeros(1, np.int64), 5_000_000)
+    work = 0.05
+    n = int(5_000_000 * work / (time.perf_counter() - start))
+    rate = parallel.spin.cycles_per_second()
+    parallel.spin.wait_until(np.ones(1, np.int64), 1, 0)  # compiled before it is measured
+    cpu, old = min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
+    word = np.zeros(1, np.int64)
+
+    def worker():
+        os.sched_setaffinity(0, {cpu})  # this thread only
+        _work_then_set(word, n)
+
+    os.sched_setaffinity(0, {cpu})
+    try:
+        thread = threading.Thread(target=worker)
+        thread.start()
+        spent = time.thread_time()
+        assert parallel.spin.wait_until(word, 1, int(60 * rate))
+        spent = time.thread_time() - spent
+        thread.join()
+    finally:
+        os.sched_setaffinity(0, old)
+    assert spent < 0.4 * work, f"the spinner took {spent * 1e3:.1f} ms of CPU while the other worked {work * 1e3:.0f} ms"
 
 
 def test_a_forked_child_starts_its_own_pool_threads(two_threads):
