@@ -6,7 +6,9 @@ micro-kernels on the transposed weights where G*H is a multiple of 16, else BLAS
 one numba kernel per time step: the recurrent projection is one (N, H) @ (H, G*H) GEMM
 per step, the input projection one GEMM over all steps (GRU) or one per step beside the
 recurrent one (LSTM, all steps in one jitted loop), and in backward dx and every weight
-gradient is one BLAS GEMM over all steps. Internally buffers are time-major,
+gradient is one BLAS GEMM over all steps. The LSTM runs in batch blocks, one task each
+over the kernel threads (its GEMMs over a block's rows, the weight gradients the
+blocks' partials added in order). Internally buffers are time-major,
 (T, N, G, H) for gates, so every per-step slice is contiguous for BLAS and every
 gate of a batch row is a contiguous run for the vectorised loops.
 """
@@ -18,10 +20,12 @@ from numba.extending import overload
 
 from . import gemm
 from ._checks import check_array, check_same_dtype, check_shape
+from .parallel import run_tasks
 
 # error_model="numpy" drops the ZeroDivisionError branch of every float division,
-# which otherwise stops LLVM from vectorising the gate loops.
-_JIT = dict(cache=True, error_model="numpy")
+# which otherwise stops LLVM from vectorising the gate loops; nogil lets the LSTM's
+# batch blocks run on several threads at once.
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 # float32 tanh as Eigen's rational approximation (generic_fast_tanh_float, error below
 # 3e-7): plain arithmetic vectorises where a libm call does not (libm tanh and exp made
@@ -247,15 +251,15 @@ def _project(a, b, out):
         np.matmul(a, b, out=out)
 
 
-def _forward_buffers(x, gates, h):
+def _forward_buffers(x, gates, h, out=None):
     """Time-major x and the recurrent buffers: h_all, act, rec (one step's (N, G, H)
-    projection) and out."""
+    projection) and out (a fresh one unless given)."""
     n, t, _ = x.shape
     xt = np.ascontiguousarray(x.transpose(1, 0, 2))
     h_all = np.empty((t + 1, n, h), dtype=x.dtype)
     act = np.empty((t, n, gates, h), dtype=x.dtype)
     rec = gemm.empty((n, gates, h), x.dtype)
-    out = np.empty((n, t, h), dtype=x.dtype)
+    out = np.empty((n, t, h), dtype=x.dtype) if out is None else out
     return xt, h_all, act, rec, out
 
 
@@ -312,6 +316,37 @@ def _lstm_steps(xt, w_ih_t, w_hh_t, b, h_all, c_all, act, tanh_c, gx, rec, out, 
         _lstm_step_forward(gx, rec, b, c_all[s], act[s], c_all[s + 1], tanh_c[s], h_all[s + 1], out, s)
 
 
+# LSTM batch blocks: whole micro-kernel row blocks (gemm's 16 float32 rows at 512 bits)
+# each, at most _LSTM_MAX_BLOCKS. A sample's sequence depends on no other sample, so each
+# block runs all its steps as one task, without a barrier per step.
+_LSTM_BLOCK_ROWS = 16
+_LSTM_MAX_BLOCKS = 4
+
+
+def _batch_blocks(n):
+    """[(r0, r1)]: the batch's rows in blocks of a multiple of _LSTM_BLOCK_ROWS rows (one
+    block below 2 x _LSTM_BLOCK_ROWS). The cut depends on n only, never on the thread
+    count, so the bits of every output and gradient do not either."""
+    count = max(1, min(_LSTM_MAX_BLOCKS, n // _LSTM_BLOCK_ROWS))
+    step = -(-n // count)
+    step = -(-step // _LSTM_BLOCK_ROWS) * _LSTM_BLOCK_ROWS if count > 1 else max(n, 1)
+    return [(r0, min(n, r0 + step)) for r0 in range(0, n, step)] or [(0, 0)]
+
+
+def _lstm_block_forward(x, h0, c0, w_ih_t, w_hh_t, b, out):
+    """The forward of one batch block (x (n, T, I) and out its rows): its time-major
+    buffers (xt, h_all, c_all, act, tanh_c), out written."""
+    t, h = x.shape[1], h0.shape[1]
+    xt, h_all, act, rec, _ = _forward_buffers(x, 4, h, out=out)
+    gx = gemm.empty(rec.shape, x.dtype)
+    c_all = np.empty_like(h_all)
+    tanh_c = np.empty((t, x.shape[0], h), dtype=x.dtype)
+    h_all[0] = h0
+    c_all[0] = c0
+    _lstm_steps(xt, w_ih_t, w_hh_t, b, h_all, c_all, act, tanh_c, gx, rec, out, gemm.WIDE)
+    return xt, h_all, c_all, act, tanh_c
+
+
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     """LSTM over a batch-first sequence, as torch.nn.LSTM(batch_first=True), one layer.
 
@@ -324,22 +359,28 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         -> out (N, T, H) (h_t of every step), h_T (N, H), c_T (N, H).
     Returns:
         (out, h_T, c_T, cache); cache is what lstm_backward needs.
+
+    Batch blocks (_batch_blocks) run as tasks over the kernel threads.
     """
     n, t, _, h = _check_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, gates=4)
     check_array("c0", c0, ndim=2)
     check_shape("c0", c0, (n, h))
     check_same_dtype(x=x, c0=c0)
-    xt, h_all, act, rec, out = _forward_buffers(x, 4, h)
-    gx = gemm.empty(rec.shape, x.dtype)
-    c_all = np.empty_like(h_all)
-    tanh_c = np.empty((t, n, h), dtype=x.dtype)
+    out = np.empty((n, t, h), dtype=x.dtype)
     b = (b_ih + b_hh).reshape(4, h)
-    h_all[0] = h0
-    c_all[0] = c0
-    _lstm_steps(xt, gemm.transpose(w_ih), gemm.transpose(w_hh), b, h_all, c_all, act, tanh_c, gx, rec, out,
-                gemm.WIDE)
-    cache = (xt, w_ih, w_hh, h_all, c_all, act, tanh_c)
-    return out, h_all[t].copy(), c_all[t].copy(), cache
+    w_ih_t, w_hh_t = gemm.transpose(w_ih), gemm.transpose(w_hh)
+    bounds = _batch_blocks(n)
+    blocks = [None] * len(bounds)
+
+    def block_task(k):
+        r = slice(*bounds[k])
+        blocks[k] = _lstm_block_forward(x[r], h0[r], c0[r], w_ih_t, w_hh_t, b, out[r])
+
+    run_tasks(block_task, len(bounds))
+    h_t = np.concatenate([block[1][t] for block in blocks])
+    c_t = np.concatenate([block[2][t] for block in blocks])
+    cache = (w_ih, w_hh, (n, t, h), bounds, blocks)
+    return out, h_t, c_t, cache
 
 
 @njit(**_JIT)
@@ -368,17 +409,40 @@ def lstm_backward(cache, grad_out, grad_hT=None, grad_cT=None):
         grad_out (N, T, H), grad_hT and grad_cT (N, H).
     Returns:
         (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh), shaped like the forward inputs.
+
+    The forward's batch blocks run as tasks; the weight gradients are their partials
+    added in block order.
     """
-    _check_cache(cache, 7, "lstm")
-    xt, w_ih, w_hh, h_all, c_all, act, tanh_c = cache
-    _check_grad_out(grad_out, h_all)
-    dh = _state_grad("grad_hT", grad_hT, h_all[0])
-    dc = _state_grad("grad_cT", grad_cT, h_all[0])
-    dg = np.empty_like(act)
-    _lstm_backward_steps(act, c_all, tanh_c, grad_out, w_hh, dh, dc, dg, gemm.WIDE)
-    dx, dw_ih, dw_hh = _gemm_grads(dg, dg, xt, h_all, w_ih)
-    db = _rows(dg).sum(axis=0)
+    _check_cache(cache, 5, "lstm")
+    w_ih, w_hh, (n, t, h), bounds, blocks = cache
+    check_array("grad_out", grad_out, ndim=3)
+    check_shape("grad_out", grad_out, (n, t, h))
+    check_same_dtype(cache=w_ih, grad_out=grad_out)
+    like = np.empty((n, h), w_ih.dtype)
+    dh = _state_grad("grad_hT", grad_hT, like)
+    dc = _state_grad("grad_cT", grad_cT, like)
+    dx = np.empty((n, t, w_ih.shape[1]), w_ih.dtype)
+    partials = [None] * len(bounds)
+
+    def block_task(k):
+        r = slice(*bounds[k])
+        xt, h_all, c_all, act, tanh_c = blocks[k]
+        dg = np.empty_like(act)
+        _lstm_backward_steps(act, c_all, tanh_c, grad_out[r], w_hh, dh[r], dc[r], dg, gemm.WIDE)
+        dx[r], dw_ih, dw_hh = _gemm_grads(dg, dg, xt, h_all, w_ih)
+        partials[k] = dw_ih, dw_hh, _rows(dg).sum(axis=0)
+
+    run_tasks(block_task, len(bounds))
+    dw_ih, dw_hh, db = (_sum_in_order([p[j] for p in partials]) for j in range(3))
     return dx, dh, dc, dw_ih, dw_hh, db, db.copy()
+
+
+def _sum_in_order(arrays):
+    """arrays[0] + arrays[1] + ... as a fresh array, added in list order."""
+    total = arrays[0].copy()
+    for a in arrays[1:]:
+        total += a
+    return total
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh):

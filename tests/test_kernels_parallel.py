@@ -13,6 +13,7 @@ from bigdl_py.kernels.conv import conv2d_backward, conv2d_forward, conv2d_output
 from bigdl_py.kernels.linear import linear_backward, linear_forward
 from bigdl_py.kernels.norm import batchnorm_backward, batchnorm_forward_train
 from bigdl_py.kernels.pool import maxpool2d_backward, maxpool2d_forward
+from bigdl_py.kernels.rnn import lstm_backward, lstm_forward
 from bigdl_py.kernels.activation import add_relu, relu_backward
 
 
@@ -235,6 +236,24 @@ def test_linear_backward_runs_dx_and_dw_as_the_tasks_of_one_split(two_threads, m
     assert calls == tasks
     np.testing.assert_array_equal(dx, np.full((n, fin), fout, np.float32))
     np.testing.assert_array_equal(dw, np.full((fout, fin), n, np.float32))
+
+
+def test_lstm_gives_the_same_bits_on_one_and_two_threads():
+    rng = np.random.default_rng(2)
+    n, t, i, h = 40, 5, 16, 32  # two batch blocks, 32 + 8 rows
+    f = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = f(n, t, i), f(n, h), f(n, h), f(4 * h, i), f(4 * h, h), f(4 * h), f(4 * h)
+    grad_out, grad_h = f(n, t, h), f(n, h)
+    results = []
+    for threads_ in (1, 2):
+        threads.set_num_threads(threads_)
+        try:
+            out, h_t, c_t, cache = lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+            results.append((out, h_t, c_t, *lstm_backward(cache, grad_out, grad_h)))
+        finally:
+            threads.set_num_threads(1)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
 
 
 def test_blocks_cover_the_rows_in_order_and_do_not_depend_on_threads(two_threads):

@@ -97,6 +97,25 @@ def test_outputs_states_and_all_gradients_match_torch(kind, n, t, i, h, initial_
     compare(kind, x, h0, c0, weights, mode)
 
 
+# LSTM batches of several blocks (_batch_blocks: 32 + 8 rows; 4 x 16), H on gemm's
+# micro-kernels (32) and on BLAS (20)
+@pytest.mark.parametrize("n,t,i,h", [(40, 3, 5, 32), (64, 2, 16, 20)])
+@pytest.mark.parametrize("mode", ["all", "states"])
+def test_lstm_over_several_batch_blocks_matches_torch(n, t, i, h, mode):
+    assert len(rnn._batch_blocks(n)) > 1
+    x, h0, c0, weights = make("lstm", n, t, i, h)
+    compare("lstm", x, h0, c0, weights, mode)
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 31, 32, 33, 40, 64, 100, 128, 1000])
+def test_lstm_batch_blocks_cover_the_rows_in_order_in_whole_row_blocks(n):
+    bounds = rnn._batch_blocks(n)
+    assert bounds[0][0] == 0 and bounds[-1][1] == n and len(bounds) <= rnn._LSTM_MAX_BLOCKS
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all((r1 - r0) % rnn._LSTM_BLOCK_ROWS == 0 for r0, r1 in bounds[:-1])
+    assert len(bounds) == 1 or min(r1 - r0 for r0, r1 in bounds) > 0
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_saturated_gates_match_torch(kind):
     x, h0, c0, weights = make(kind, 3, 6, 4, 5, scale=40.0)
