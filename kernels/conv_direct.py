@@ -291,6 +291,15 @@ def forward_images(x, w, y, n0, n1, sh, sw, ph, pw, xp, yp, b, has_bias, relu, c
                     yf[d + q * uint64(cout) + co] = v
 
 
+@njit(cache=True, nogil=True)
+def forward_image_blocks(x, w, y, n0, n1, per_block, sh, sw, ph, pw, xp, yp, b, has_bias, relu, cap, wide):
+    """forward_images over images n0..n1 in blocks of per_block images, one after the other
+    through the same workspaces (sized for per_block images): many images in one call from
+    Python, each block's padded copy still in cache when the micro-kernels read it."""
+    for s0 in range(n0, n1, per_block):
+        forward_images(x, w, y, s0, min(n1, s0 + per_block), sh, sw, ph, pw, xp, yp, b, has_bias, relu, cap, wide)
+
+
 # Input channels per weight-gradient micro-kernel call: 4 x 2 accumulator vectors.
 _GRAD_CHANNELS = 4
 # Bytes of input and grad_y rows per chunk of output positions of the weight gradient:
