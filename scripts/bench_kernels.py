@@ -199,6 +199,14 @@ def measure_compile_times():
 # 2 threads took 8.2 ms after a torch call and 5.5 ms after one of ours (median, same run). So
 # where systems alternate at several threads, the next one starts after this pause.
 SETTLE_S = 0.015
+# After the pause a system is called untimed for at least this long before its timed call,
+# so that its threads run as in a training loop. One untimed call was not enough on this
+# VM: its kernel puts threads woken after a few ms asleep on their waker's vCPU (it packs
+# vCPUs) and moves them apart only some milliseconds later. Ours, max pooling forward on
+# two threads (64x32x32x16): 0.40 ms back to back; after the pause and one untimed call
+# 0.74 (in 22 of 30 such calls all tasks ran on one CPU), after 5 ms of untimed calls
+# 0.69, after 10, 20 and 40 ms 0.38-0.41; LeNet-5's conv2 0.34, 0.51, 0.49, 0.33-0.39.
+WARM_S = 0.010
 
 
 def time_interleaved(fns, budget_s, min_rounds, max_rounds=200, warmup=2, system=None, settle_s=0.0):
@@ -207,8 +215,8 @@ def time_interleaved(fns, budget_s, min_rounds, max_rounds=200, warmup=2, system
     One call of each per round, round after round, so that load from other
     processes on the shared CPU falls on ours and torch alike. With `system`
     (key -> name) and settle_s, where the system changes from one call to the next,
-    the next waits settle_s (the other's threads go idle) and is called once untimed
-    (its own threads are awake, as in a training loop), then timed.
+    the next waits settle_s (the other's threads go idle) and is called untimed for
+    WARM_S (its own threads are awake, as in a training loop), then timed.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -220,7 +228,10 @@ def time_interleaved(fns, budget_s, min_rounds, max_rounds=200, warmup=2, system
         for k, fn in fns.items():
             if settle_s and system is not None and system(k) != last:
                 time.sleep(settle_s)
+                warm_until = time.perf_counter() + WARM_S
                 fn()
+                while time.perf_counter() < warm_until:
+                    fn()
                 last = system(k)
             t = time.perf_counter()
             fn()
