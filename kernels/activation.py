@@ -15,10 +15,11 @@ from numba import njit
 from ._checks import check_array, check_same_dtype, check_shape
 from .parallel import for_blocks
 
-# A ReLU pass costs ~0.1 ns per value here, so a block must hold millions of values to
-# pay for a task hand-off (~100 us): over 1M values, 2 blocks on two threads took 142 us
-# against 106 on one.
-_RELU_BLOCK = 1 << 21
+# Values per block of a ReLU pass. A hand-off to a spinning pool thread costs a few us
+# (kernels/parallel.py), so blocks of 256K values (~30-60 us) pay: in a two-thread
+# ResNet-20 step add + ReLU took 3.0-3.4 -> 2.3 ms, its backward 2.8-3.3 -> 2.1-2.2 ms
+# against 2M-value blocks (which its 1M-value passes never filled).
+_RELU_BLOCK = 1 << 18
 
 
 def _check_real(name, v):

@@ -165,11 +165,9 @@ def run_tasks(task, n_tasks):
 
 
 # Row-block tasks of memory-bound passes: at least this many elements each (2 MB of
-# float32) unless the caller says otherwise, and at most _MAX_BLOCKS. Handing a task
-# to a pool thread costs ~100 us on this 2-vCPU VM (a wake-up, then the GIL), so a
-# block must hold more work than that: BatchNorm's forward over 1M values (~500 us)
-# gains on two threads in 2 blocks, at 256K values per block it lost ~100 us
-# (docs/ARCHITECTURE.md).
+# float32) unless the caller says otherwise (BatchNorm and the ReLU passes set smaller
+# blocks), and at most _MAX_BLOCKS. It dates from pool threads that slept between jobs,
+# when a hand-off cost ~100 us (docs/ARCHITECTURE.md); to a spinning one it costs a few us.
 _MIN_BLOCK_ELEMENTS = 1 << 19
 _MAX_BLOCKS = 8
 
