@@ -307,7 +307,8 @@ def _direct_conv(x, w, y, geo, bias, has_bias, relu, cap):
     hp, wp = geo.h + 2 * geo.padding[0], geo.w + 2 * geo.padding[1]
     per_image = (hp * wp * geo.cin + geo.oh * wp * geo.cout) * x.itemsize
     images = max(1, _CHUNK_BYTES // 4 // per_image)
-    per_task = images * -(-(-(-geo.n // _DIRECT_TASKS)) // images)
+    at_least = -(-geo.n // _DIRECT_TASKS)
+    per_task = images * -(-at_least // images)  # whole sub-blocks
 
     def image_block_task(t):
         n0, n1 = t * per_task, min(geo.n, (t + 1) * per_task)
