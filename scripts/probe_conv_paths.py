@@ -288,8 +288,14 @@ def path_lines(cases, threads, repeats, roof, calls):
     for (case, t, path), ms in times.items():
         gflops = inputs[case][2] / min(ms) / 1e6
         yield {"kind": "path", "case": case, "path": path, "pass": "fwd", "threads": t, "ms": round(min(ms), 3),
-               "rounds_ms": [round(v, 2) for v in ms], "gflops": round(gflops, 1),
-               "fraction_of_gemm_roof": round(gflops / roof, 3)}
+               "rounds_ms": [round(v, 2) for v in ms], "gflops": _significant(gflops),
+               "fraction_of_gemm_roof": _significant(gflops / roof)}
+
+
+def _significant(v, digits=4):
+    """v to `digits` significant digits: a fixed count of decimals rounds a tiny case timed
+    under load (the smoke run's, at ~0.01 GFLOPS) down to 0."""
+    return float(f"{v:.{digits}g}")
 
 
 def main(argv=None):
