@@ -33,7 +33,7 @@ from ._checks import check_array, check_pair, check_positive_int, check_same_dty
 from . import conv_direct, depthwise
 from .epilogue import bias_relu
 from .im2col import col2im, im2col
-from .parallel import run_tasks
+from .parallel import run_tasks, sum_in_order
 
 # Target size of one chunk of the column buffer: small enough to stay in cache
 # between im2col and the GEMM, large enough that each GEMM has >= ~1000 rows on
@@ -266,10 +266,7 @@ def _direct_weight_grad(x, grad_y, dw, geo):
                                        conv_direct.WIDE)
 
     run_tasks(image_block_task, len(images))
-    total = partials[0]
-    for partial in partials[1:]:
-        total += partial
-    dw.reshape(-1)[:] = total
+    dw.reshape(-1)[:] = sum_in_order(partials)
 
 
 def _flipped(w):
@@ -554,10 +551,7 @@ def _one_channel_weight_grad_blocks(x, grad_y, dw):
     partials = np.zeros((len(images), dw.size))
     run_tasks(lambda t: _one_channel_weight_sums(x[images[t]], grad_y[images[t]], dw.shape, partials[t]),
               len(images))
-    total = partials[0]
-    for partial in partials[1:]:
-        total += partial
-    dw.reshape(-1)[:] = total
+    dw.reshape(-1)[:] = sum_in_order(partials)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})

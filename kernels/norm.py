@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 
 from ._checks import check_array, check_same_dtype, check_shape
-from .parallel import blocks, run_tasks
+from .parallel import blocks, run_tasks, sum_in_order
 
 # Values per row block of the BatchNorm passes (tasks). In a two-thread ResNet-20 step, its
 # backward over 16x16x32 and 8x8x64 maps (512K and 256K values per batch, one block at
@@ -83,17 +83,9 @@ def _bn_stats(x):
     bounds = blocks(m, c_, _BLOCK)
     s1, s2 = np.zeros((len(bounds), c_)), np.zeros((len(bounds), c_))
     run_tasks(lambda t: _bn_sums(x[bounds[t][0]:bounds[t][1]], shift, s1[t], s2[t]), len(bounds))
-    e = _sum_rows_in_order(s1) / m
-    var = np.maximum(_sum_rows_in_order(s2) / m - e * e, 0.0)
+    e = sum_in_order(s1) / m
+    var = np.maximum(sum_in_order(s2) / m - e * e, 0.0)
     return shift + e, var
-
-
-def _sum_rows_in_order(partials):
-    """partials[0] + partials[1] + ..., in that order (a fixed rounding)."""
-    total = partials[0].copy()
-    for row in partials[1:]:
-        total += row
-    return total
 
 
 # A fused ReLU saves the separate pass over the output (and its backward the pass that
@@ -322,7 +314,7 @@ def batchnorm_backward(x, gamma, grad_y, save_mean, save_invstd, training=True, 
         _bn_grad_sums(x2[rows], g2[rows], y2[rows], mean, relu, part_g[t], part_gxc[t])
 
     run_tasks(sums_task, len(bounds))
-    sum_g, sum_gxc = _sum_rows_in_order(part_g), _sum_rows_in_order(part_gxc)
+    sum_g, sum_gxc = sum_in_order(part_g), sum_in_order(part_gxc)
     dgamma = sum_gxc * invstd
     p = invstd if gamma is None else gamma * invstd
     if training:

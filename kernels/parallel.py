@@ -181,6 +181,15 @@ def blocks(rows, row_size=1, min_elements=_MIN_BLOCK_ELEMENTS):
     return [(i * step, min(rows, (i + 1) * step)) for i in range(n)]
 
 
+def sum_in_order(partials):
+    """partials[0] + partials[1] + ... as a fresh array, added in that order: per-task partials
+    reduced with a fixed rounding, whichever thread computed each."""
+    total = partials[0].copy()
+    for partial in partials[1:]:
+        total += partial
+    return total
+
+
 def for_blocks(fn, rows, row_size=1, min_elements=_MIN_BLOCK_ELEMENTS):
     """fn(start, stop) for every block of blocks(rows, row_size, min_elements), as tasks."""
     bounds = blocks(rows, row_size, min_elements)

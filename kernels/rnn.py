@@ -20,7 +20,7 @@ from numba.extending import overload
 
 from . import gemm
 from ._checks import check_array, check_same_dtype, check_shape
-from .parallel import run_tasks
+from .parallel import run_tasks, sum_in_order
 
 # error_model="numpy" drops the ZeroDivisionError branch of every float division,
 # which otherwise stops LLVM from vectorising the gate loops; nogil lets the LSTM's
@@ -433,16 +433,8 @@ def lstm_backward(cache, grad_out, grad_hT=None, grad_cT=None):
         partials[k] = dw_ih, dw_hh, _rows(dg).sum(axis=0)
 
     run_tasks(block_task, len(bounds))
-    dw_ih, dw_hh, db = (_sum_in_order([p[j] for p in partials]) for j in range(3))
+    dw_ih, dw_hh, db = (sum_in_order([p[j] for p in partials]) for j in range(3))
     return dx, dh, dc, dw_ih, dw_hh, db, db.copy()
-
-
-def _sum_in_order(arrays):
-    """arrays[0] + arrays[1] + ... as a fresh array, added in list order."""
-    total = arrays[0].copy()
-    for a in arrays[1:]:
-        total += a
-    return total
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh):
